@@ -1,0 +1,1 @@
+"""reelfarm's control plane: manifest → plan → schedule → assemble."""

@@ -1,0 +1,182 @@
+"""A store in a local (or network-mounted) directory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .base import (
+    CHUNK,
+    SHA256_RE,
+    ActionRecord,
+    BlobMissing,
+    BlobRef,
+    CorruptBlob,
+    Store,
+    StoreError,
+    action_path,
+    blob_path,
+    sha256_bytes,
+    sha256_file,
+)
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | Path, url: str | None = None) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.url = url or str(self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create store directory {self.root}: {e.strerror}") from None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _abs(self, rel: str) -> Path:
+        p = (self.root / rel).resolve()
+        if self.root not in p.parents and p != self.root:
+            raise ValueError(f"path escapes the store: {rel!r}")
+        return p
+
+    def _write_atomic(self, dest: Path, write) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _blob_ok(self, dest: Path, digest: str) -> bool:
+        """An existing blob counts only if its bytes are right (a corrupt one is replaced)."""
+        return dest.exists() and sha256_file(dest)[0] == digest
+
+    # -- blobs -----------------------------------------------------------------------------
+    def put_file(self, path: str | Path) -> BlobRef:
+        digest, size = sha256_file(path)
+        dest = self._abs(blob_path(digest))
+        if not self._blob_ok(dest, digest):
+
+            def copy(f):
+                with open(path, "rb") as src:
+                    shutil.copyfileobj(src, f, CHUNK)
+
+            self._write_atomic(dest, copy)
+        return BlobRef(sha256=digest, size=size)
+
+    def put_bytes(self, data: bytes) -> BlobRef:
+        digest = sha256_bytes(data)
+        dest = self._abs(blob_path(digest))
+        if not self._blob_ok(dest, digest):
+            self._write_atomic(dest, lambda f: f.write(data))
+        return BlobRef(sha256=digest, size=len(data))
+
+    def get_bytes(self, digest: str) -> bytes:
+        p = self._abs(blob_path(digest))
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            raise BlobMissing(digest) from None
+        actual = sha256_bytes(data)
+        if actual != digest:
+            raise CorruptBlob(digest, actual)
+        return data
+
+    def get_file(self, digest: str, dest: str | Path) -> None:
+        src = self._abs(blob_path(digest))
+        dest = Path(dest)
+        h = hashlib.sha256()
+
+        def copy(f):
+            try:
+                with open(src, "rb") as s:
+                    while chunk := s.read(CHUNK):
+                        h.update(chunk)
+                        f.write(chunk)
+            except FileNotFoundError:
+                raise BlobMissing(digest) from None
+            if h.hexdigest() != digest:
+                raise CorruptBlob(digest, h.hexdigest())
+
+        self._write_atomic(dest, copy)
+
+    def has_blobs(self, refs: Iterable[BlobRef]) -> dict[str, bool]:
+        out: dict[str, bool] = {}
+        for ref in refs:
+            try:
+                out[ref.sha256] = self._abs(blob_path(ref.sha256)).stat().st_size == ref.size
+            except FileNotFoundError:
+                out[ref.sha256] = False
+        return out
+
+    def iter_blobs(self) -> Iterator[BlobRef]:
+        base = self.root / "cas" / "sha256"
+        if not base.is_dir():
+            return
+        for sub in sorted(base.iterdir()):
+            if not sub.is_dir():
+                continue
+            for f in sorted(sub.iterdir()):
+                if SHA256_RE.match(f.name):
+                    yield BlobRef(sha256=f.name, size=f.stat().st_size)
+
+    def delete_blob(self, digest: str) -> None:
+        self._abs(blob_path(digest)).unlink(missing_ok=True)
+
+    # -- action cache ----------------------------------------------------------------------
+    def get_actions(self, keys: Iterable[str]) -> dict[str, ActionRecord | None]:
+        out: dict[str, ActionRecord | None] = {}
+        for key in keys:
+            try:
+                data = self._abs(action_path(key)).read_bytes()
+            except FileNotFoundError:
+                out[key] = None
+                continue
+            rec = ActionRecord.from_json(data)
+            out[key] = rec if rec is not None and rec.key == key else None
+        return out
+
+    def put_action(self, record: ActionRecord) -> None:
+        data = record.to_json()
+        self._write_atomic(self._abs(action_path(record.key)), lambda f: f.write(data))
+
+    def iter_action_keys(self) -> Iterator[str]:
+        base = self.root / "ac"
+        if not base.is_dir():
+            return
+        for f in sorted(base.iterdir()):
+            if f.suffix == ".json" and SHA256_RE.match(f.stem):
+                yield f.stem
+
+    def delete_action(self, key: str) -> None:
+        self._abs(action_path(key)).unlink(missing_ok=True)
+
+    # -- documents -------------------------------------------------------------------------
+    def put_doc(self, relpath: str, data: bytes) -> None:
+        self._write_atomic(self._abs(relpath), lambda f: f.write(data))
+
+    def get_doc(self, relpath: str) -> bytes | None:
+        try:
+            return self._abs(relpath).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def list_docs(self, prefix: str) -> list[str]:
+        base = self._abs(prefix) if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return []
+        out = []
+        for p in base.rglob("*"):
+            if p.is_file() and not p.name.startswith(".tmp-"):
+                out.append(p.relative_to(self.root).as_posix())
+        return sorted(out)
+
+    def delete_doc(self, relpath: str) -> None:
+        self._abs(relpath).unlink(missing_ok=True)
