@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 API_VERSION = "reelfarm/v1"
 
@@ -73,7 +74,9 @@ class RendererSpec(Model):
     steps: int | None = Field(None, ge=1, le=1000)
     guidance: float | None = Field(None, ge=0.0, le=100.0)
     negative_prompt: str | None = Field(None, max_length=4000)
-    dtype: Dtype | None = Field(None, description="diffusers: default bfloat16 on GPU, float32 on CPU")
+    dtype: Dtype | None = Field(
+        None, description="diffusers: default bfloat16 on GPU, float32 on CPU"
+    )
     offload: Offload | None = Field(None, description="diffusers: none | model | sequential")
     vae_tiling: bool | None = None
     gpus: float | None = Field(None, ge=0, le=64, description="GPUs one render needs")
@@ -104,17 +107,24 @@ class Choice(Model):
     @classmethod
     def _labels_unique(cls, options: list[Choice.Option]) -> list[Choice.Option]:
         seen: set[str] = set()
-        for opt in options:
+        for i, opt in enumerate(options):
             if opt.label in seen:
-                raise ValueError(f"choice label {opt.label!r} is used twice")
+                # ``at`` narrows the error's location to the repeated label (see pydantic_errors)
+                raise PydanticCustomError(
+                    "duplicate_label",
+                    "choice label {label} is used twice",
+                    {"label": repr(opt.label), "at": (i, "label")},
+                )
             seen.add(opt.label)
         return options
 
     @model_validator(mode="after")
     def _default_in_range(self) -> Choice:
         if self.default >= len(self.options):
-            raise ValueError(
-                f"default is {self.default} but there are only {len(self.options)} options"
+            raise PydanticCustomError(
+                "default_out_of_range",
+                f"default is {self.default} but there are only {len(self.options)} options",
+                {"at": ("default",)},
             )
         return self
 
@@ -139,7 +149,11 @@ class Segment(Model):
     @model_validator(mode="after")
     def _one_way_out(self) -> Segment:
         if self.choice is not None and self.next is not None:
-            raise ValueError("a segment ends in a choice or a next, not both")
+            raise PydanticCustomError(
+                "choice_and_next",
+                "a segment ends in a choice or a next, not both",
+                {"at": ("next",)},
+            )
         return self
 
     @property

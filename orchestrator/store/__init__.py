@@ -43,7 +43,7 @@ def open_store(url: str | None = None, *, s3_endpoint: str | None = None) -> Sto
     if url.startswith("file://"):
         parsed = urlparse(url)
         if parsed.netloc not in ("", "localhost"):
-            raise StoreError(f"file:// store URLs must name a local path, not host {parsed.netloc!r}")
+            raise StoreError(f"file:// store URLs name a local path, not host {parsed.netloc!r}")
         return LocalStore(unquote(parsed.path), url=url)
     if "://" in url:
         raise StoreError(f"unsupported store URL {url!r}: use a directory, file:// or s3://")

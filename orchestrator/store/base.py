@@ -116,7 +116,7 @@ def action_path(key: str) -> str:
     return f"ac/{key}.json"
 
 
-_RUN_PART = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+_RUN_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def run_path(story: str, run_id: str) -> str:

@@ -1,0 +1,104 @@
+"""The shot renderer: a Ray actor that keeps a backend warm and renders tasks into the store.
+
+One actor holds one backend's :class:`~actors.backends.Renderer` (and so its loaded models)
+for its whole life: Ray does not reuse worker processes between GPU tasks, so a task per shot
+would load the model every time. Each render writes the clip and the last frame to the store
+itself, then the action record, and returns only that small record to the driver: no video
+bytes pass through Ray's object store.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.store import ActionRecord, BlobRef, open_store
+
+if TYPE_CHECKING:
+    from actors.backends import Backend, Renderer
+    from orchestrator.plan import RenderTask
+
+
+class RenderFailed(RuntimeError):
+    """A render produced something other than what its task asked for."""
+
+
+class ShotRenderer:
+    """Wrap with ``ray.remote(ShotRenderer).options(...)``; see :mod:`orchestrator.schedule`."""
+
+    def __init__(self, store_url: str, s3_endpoint: str | None, backend: Backend) -> None:
+        self.store = open_store(store_url, s3_endpoint=s3_endpoint)
+        self.backend = backend
+        self._renderer: Renderer | None = None
+        self.node = _node_name()
+
+    def info(self) -> dict[str, Any]:
+        import ray
+
+        ctx = ray.get_runtime_context()
+        return {
+            "node": self.node,
+            "node_id": ctx.get_node_id(),
+            "pid": os.getpid(),
+            "gpus": [str(g) for g in ray.get_gpu_ids()],
+        }
+
+    def loaded_models(self) -> list[str]:
+        return self._renderer.loaded_models() if self._renderer else []
+
+    def render(self, task: RenderTask, condition: BlobRef | None) -> ActionRecord:
+        from actors.encode import ClipEncoder, decode_png, encode_png
+
+        started = time.perf_counter()
+        cond = decode_png(self.store.get_bytes(condition.sha256)) if condition else None
+        if self._renderer is None:
+            self._renderer = self.backend.create_renderer()
+        renderer = self._renderer
+        p = task.profile
+        with tempfile.TemporaryDirectory(prefix="reelfarm-") as tmp:
+            clip_path = Path(tmp) / "clip.mp4"
+            with ClipEncoder(clip_path, p) as enc:
+                for frame in renderer.render(task, cond):
+                    enc.write(frame)
+            written = enc.close()
+            if written != task.frames:
+                raise RenderFailed(
+                    f"backend {self.backend.name} rendered {written} frames, task asked for "
+                    f"{task.frames}"
+                )
+            clip = self.store.put_file(clip_path)
+            last = self.store.put_bytes(encode_png(enc.last_frame))
+        record = ActionRecord(
+            key=task.key,
+            outputs={"clip": clip, "last_frame": last},
+            frames=written,
+            width=p.width,
+            height=p.height,
+            fps=p.fps,
+            backend=self.backend.name,
+            backend_version=self.backend.version,
+            seconds=round(time.perf_counter() - started, 4),
+            load_seconds=round(renderer.last_load_seconds(), 4),
+            node=self.node,
+        )
+        self.store.put_action(record)  # last: a record always points at blobs that exist
+        return record
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
+def _node_name() -> str:
+    try:
+        import ray
+
+        ip = ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - outside Ray
+        ip = ""
+    return f"{socket.gethostname()}({ip})" if ip else socket.gethostname()

@@ -1,0 +1,337 @@
+"""The ``reelfarm`` command line.
+
+Exit codes are stable: 0 done, 1 some shots failed (the rest are done), 2 invalid input,
+130 interrupted. Errors go to stderr; ``--json`` output on stdout is for machines only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .errors import ManifestInvalid, Problem
+from .expand import PlanError
+from .render import EXIT_INVALID, RayConnectError, RenderOptions, dumps, plan_story, render_story
+from .schedule import SchedulerOptions, Unplaceable
+from .store import DEFAULT_STORE, StoreError, open_store
+
+STORE_HELP = f"Store URL: a directory, file:///dir or s3://bucket/prefix [default: {DEFAULT_STORE}]"
+
+
+def _fail(msg: str, code: int = EXIT_INVALID) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+def _load(source: str, s3_endpoint: str | None = None):
+    """Load and validate a manifest, or exit 2 with one line per problem."""
+    from .loading import load_manifest
+    from .sources import read_source
+
+    try:
+        data = read_source(source, s3_endpoint=s3_endpoint)
+    except OSError as e:
+        _fail(f"{source}: cannot read: {e.strerror or e}")
+    except StoreError as e:
+        _fail(f"{source}: {e}")
+    try:
+        return load_manifest(source, data)
+    except ManifestInvalid as e:
+        _print_problems(e.problems)
+        sys.exit(EXIT_INVALID)
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    for p in problems:
+        click.echo(str(p), err=True)
+
+
+def _plan_problems(manifest, err: PlanError) -> list[Problem]:
+    return [manifest.problem(path, msg) for path, msg in err.problems]
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a user can cause into one clear line and exit 2, never a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StoreError as e:
+            _fail(str(e))
+        except RayConnectError as e:
+            _fail(str(e))
+        except Unplaceable as e:
+            _fail(f"cannot place the plan on this cluster:\n{e}")
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="reelfarm")
+def main() -> None:
+    """reelfarm renders branching, AI-generated movies on a Ray cluster.
+
+    A story manifest (reelfarm/v1) is expanded into a DAG of shot renders; every shot is cached
+    in a store under a content-derived key, so nothing renders twice; one master is assembled
+    per branch with ffmpeg.
+
+    \b
+    Start here:
+      reelfarm validate manifests/heist.yaml
+      reelfarm plan manifests/heist.yaml
+      reelfarm render manifests/heist.yaml
+    """
+
+
+# -- validate ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+def validate(files: tuple[str, ...]) -> None:
+    """Check story manifests; print one line per problem with FILE:LINE:COL.
+
+    \b
+    Exit 0 when every file is valid, 2 otherwise.
+    Example:
+      reelfarm validate manifests/*.yaml
+    """
+    from .expand import expand
+    from .loading import load_manifest
+
+    bad = False
+    for f in files:
+        try:
+            m = load_manifest(f)
+            plan = expand(m.story)
+        except ManifestInvalid as e:
+            _print_problems(e.problems)
+            bad = True
+            continue
+        except PlanError as e:
+            _print_problems(_plan_problems(m, e))
+            bad = True
+            continue
+        s = m.story.spec
+        shots = sum(len(seg.shots) for seg in s.segments)
+        click.echo(
+            f"{f}: ok ({len(s.segments)} segments, {shots} shots, {len(plan.branches)} masters, "
+            f"{len(plan.tasks)} render tasks)"
+        )
+    sys.exit(EXIT_INVALID if bad else 0)
+
+
+# -- plan ----------------------------------------------------------------------------------
+
+
+def _store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+                      help="Endpoint of an S3-compatible server (MinIO, Ceph RGW, ...).")(fn)
+    fn = click.option("--store", "store_url", envvar="REELFARM_STORE", help=STORE_HELP)(fn)
+    return fn
+
+
+@main.command()
+@click.argument("file")
+@_store_options
+@click.option("--force", "force", multiple=True, metavar="SHOT_ID",
+              help="Treat this shot as not cached (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print a stable JSON document instead.")
+@_guard
+def plan(file: str, store_url: str | None, s3_endpoint: str | None, force: tuple[str, ...],
+         as_json: bool) -> None:
+    """Show what a render would do: branches, unique vs naive tasks, cached vs to render.
+
+    \b
+    Nothing is rendered. Every render key is computed up front, so the plan says exactly
+    which shots are cached in the store and why the others must render.
+    Examples:
+      reelfarm plan manifests/heist.yaml
+      reelfarm plan manifests/heist.yaml --store s3://studio-renders/reelfarm --json
+    """
+    from .schedule import Scheduler
+
+    m = _load(file, s3_endpoint)
+    store = open_store(store_url, s3_endpoint=s3_endpoint)
+    try:
+        p = plan_story(m.story, store)
+    except PlanError as e:
+        _print_problems(_plan_problems(m, e))
+        sys.exit(EXIT_INVALID)
+    _check_force(p, force)
+    sched = Scheduler(p, store, store_url=store_url or store.url)
+    sched.lookup(set(force))
+    doc = plan_document(sched)
+    if as_json:
+        click.echo(dumps(doc), nl=False)
+        return
+    _print_plan(sched, doc)
+
+
+def _check_force(p, force: tuple[str, ...]) -> None:
+    known = {t.shot for t in p.tasks} | {t.id for t in p.tasks}
+    unknown = [f for f in force if f not in known]
+    if unknown:
+        _fail(f"--force names shots that are not in the story: {', '.join(unknown)}")
+
+
+def plan_document(sched) -> dict[str, Any]:
+    p = sched.plan
+    cached = sum(1 for r in sched.runs.values() if r.status == "cached")
+    return {
+        "story": p.story,
+        "branches": [
+            {"name": b.name, "segments": b.segments, "choices": b.choices, "shots": b.shots,
+             "tasks": b.tasks}
+            for b in p.branches
+        ],
+        "tasks": {
+            "unique": len(p.tasks),
+            "naive": p.naive_tasks,
+            "cached": cached,
+            "to_render": len(p.tasks) - cached,
+        },
+        "critical_path_seconds": round(p.critical_path_seconds, 3),
+        "task_list": [
+            {"id": t.id, "shot": t.shot, "segment": t.segment, "key": t.key,
+             "upstream": t.upstream, "frames": t.frames, "backend": t.backend,
+             "status": "cached" if sched.runs[t.id].status == "cached" else "to_render",
+             "reason": sched.runs[t.id].reason, "est_seconds": round(t.est_seconds, 3)}
+            for t in p.tasks
+        ],
+    }
+
+
+def _print_plan(sched, doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .progress import fmt_duration
+
+    console = Console()
+    p = sched.plan
+    t = doc["tasks"]
+    console.print(f"[bold]{p.story}[/bold] {p.title}".rstrip())
+    console.print(
+        f"{len(p.branches)} masters · {t['unique']} unique render tasks "
+        f"(naive per-branch count {t['naive']}) · {t['cached']} cached · "
+        f"{t['to_render']} to render · critical path ≈ {fmt_duration(p.critical_path_seconds)}"
+    )
+    bt = Table(title="branches", title_justify="left", box=None, header_style="bold")
+    for col in ("master", "path", "choices", "shots"):
+        bt.add_column(col)
+    for b in p.branches:
+        bt.add_row(b.name, " → ".join(b.segments), " / ".join(b.choices) or "-", str(len(b.shots)))
+    console.print(bt)
+    tt = Table(title="tasks", title_justify="left", box=None, header_style="bold")
+    for col in ("task", "segment", "frames", "conditioned on", "key", "status", "why"):
+        tt.add_column(col)
+    for task in p.tasks:
+        r = sched.runs[task.id]
+        status = "[green]cached[/green]" if r.status == "cached" else "[yellow]render[/yellow]"
+        tt.add_row(task.id, task.segment, str(task.frames), task.upstream or "-",
+                   task.key[:12], status, "" if r.status == "cached" else r.reason)
+    console.print(tt)
+
+
+# -- render --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("file")
+@_store_options
+@click.option("--out", "out", metavar="DIR|s3://...",
+              help="Where masters, branches.json and report.json go [default: ./renders/<story>/].")
+@click.option("--address", envvar="RAY_ADDRESS",
+              help="Ray cluster to join (ray://, host:port or auto); default: start a local Ray.")
+@click.option("--force", multiple=True, metavar="SHOT_ID", help="Re-render this shot (repeatable).")
+@click.option("--retries", default=2, show_default=True, type=click.IntRange(0, 20),
+              help="Retries of a failing task before it is marked failed.")
+@click.option("--max-workers", type=click.IntRange(1), help="Cap on renderer actors.")
+@click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Kill and replace an actor whose render runs longer than this.")
+@click.option("--preview-first", is_flag=True,
+              help="Render every branch's first segment before the rest.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output; only the summary.")
+@click.option("--plain", is_flag=True, help="One log line per event (the default without a TTY).")
+@_guard
+def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str | None,
+           address: str | None, force: tuple[str, ...], retries: int, max_workers: int | None,
+           task_timeout: float | None, preview_first: bool, quiet: bool, plain: bool) -> None:
+    """Render what is missing and assemble one master per branch.
+
+    \b
+    Shots already in the store are not rendered again; a branch whose clips did not change is
+    not re-assembled. Exit 0 when every master is written, 1 when some shots failed (every
+    other branch is still finished), 2 for invalid input, 130 when interrupted.
+    Examples:
+      reelfarm render manifests/heist.yaml
+      reelfarm render manifests/heist.yaml --out renders/heist --force mara-closeup
+      RAY_ADDRESS=ray-head:6379 reelfarm render s3://studio/stories/heist.yaml \\
+          --store s3://studio-renders/reelfarm --out s3://studio-renders/out/heist
+    """
+    m = _load(file, s3_endpoint)
+    opts = RenderOptions(
+        store=store_url,
+        s3_endpoint=s3_endpoint,
+        out=out,
+        address=address,
+        force=frozenset(force),
+        scheduler=SchedulerOptions(retries=retries, max_workers=max_workers,
+                                   task_timeout=task_timeout, preview_first=preview_first),
+        progress="quiet" if quiet else ("plain" if plain else "auto"),
+    )
+    try:
+        store = open_store(store_url, s3_endpoint=s3_endpoint)
+        _check_force(plan_story(m.story, store), force)
+        result = render_story(m.story, opts)
+    except PlanError as e:
+        _print_problems(_plan_problems(m, e))
+        sys.exit(EXIT_INVALID)
+    _print_summary(result)
+    sys.exit(result.exit_code)
+
+
+def _print_summary(result) -> None:
+    r = result.report
+    t = r["totals"]
+    idle = t["rendered"] == 0 and t["failed"] == 0 and t["blocked"] == 0
+    if idle and r["status"] != "interrupted":
+        what = f"nothing to render: all {t['unique']} tasks cached"
+    else:
+        what = f"rendered {t['rendered']}, cached {t['cached']}"
+        if t["failed"] or t["blocked"]:
+            what += f", failed {t['failed']}, blocked {t['blocked']}"
+    masters = f"masters {t['masters']}/{len(r['branches'])} ({t['masters_assembled']} assembled)"
+    click.echo(f"{r['story']}: {r['status']}: {what}; {masters} in {r['seconds']:.1f}s", err=True)
+    for f in r["failures"]:
+        click.echo(f"  failed {f['id']} on {f['node']}: {f['error']}", err=True)
+    for b in result.branches:
+        if b["master"]:
+            click.echo(f"{result.out.rstrip('/')}/{b['master']['path']}")
+
+
+# -- schema --------------------------------------------------------------------------------
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the story manifest (reelfarm/v1).
+
+    \b
+    Example:
+      reelfarm schema > story.schema.json
+    """
+    from .schema import story_json_schema
+
+    click.echo(json.dumps(story_json_schema(), indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

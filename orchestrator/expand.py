@@ -1,0 +1,369 @@
+"""Expansion: a validated :class:`Story` becomes a :class:`RenderPlan`.
+
+Rules (DESIGN.md, Expansion):
+
+* A ``cut`` shot is one task, whatever the number of branches through it.
+* A ``continuity: previous`` shot is conditioned on the task before it: the previous shot of its
+  segment, or for a segment's first shot, the last shot of a preceding segment. A segment entered
+  from several upstream tasks makes one task per distinct upstream task (*variants*), and so do
+  the continuity-chained shots after it, until a cut collapses them again.
+* A branch is a path of segments from ``start`` to an ending; ``masters`` picks which branches
+  get a master. Every task of the story is planned, so the whole story stays playable.
+
+The story must already have passed :mod:`orchestrator.storygraph` (references resolve, acyclic).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from actors.backends import UnknownBackend, get_backend
+
+from .keys import derive_seed, render_key
+from .manifest import Profile, RendererSpec, Segment, Story
+from .plan import Branch, RenderPlan, RenderTask
+
+DEFAULT_MAX_BRANCHES = 256
+DEFAULT_MAX_TASKS = 10_000
+
+#: Built-in renderer defaults, under the story's ``spec.renderer`` and each shot's overrides.
+BUILTIN_RENDERER = RendererSpec(backend="previz", steps=30, guidance=5.0, negative_prompt="")
+
+#: Fixed cost of a task beyond its frames (process hand-off, encode start-up, upload).
+TASK_OVERHEAD_SECONDS = 0.2
+
+Path_ = tuple[str | int, ...]
+
+
+class PlanError(Exception):
+    """The story is valid YAML and schema, but cannot be planned as asked.
+
+    ``problems`` are ``(field path, message)`` pairs; the CLI turns them into ``FILE:LINE``.
+    """
+
+    def __init__(self, problems: list[tuple[Path_, str]]) -> None:
+        super().__init__("; ".join(m for _, m in problems))
+        self.problems = problems
+
+
+def frame_count(duration: float, fps: int) -> int:
+    """``round(duration * fps)``, halves rounded up, never less than one frame."""
+    return max(1, math.floor(duration * fps + 0.5))
+
+
+def profile_key(profile: Profile) -> dict[str, Any]:
+    from actors.encode import encode_spec
+
+    return {
+        "width": profile.width,
+        "height": profile.height,
+        "fps": profile.fps,
+        "encode": encode_spec(profile),
+    }
+
+
+# -- the segment graph ---------------------------------------------------------------------
+
+
+def predecessors(story: Story) -> dict[str, list[str]]:
+    """Segments leading into each segment, in manifest order."""
+    preds: dict[str, list[str]] = {s.id: [] for s in story.spec.segments}
+    for seg in story.spec.segments:
+        for nxt in seg.successors:
+            preds[nxt].append(seg.id)
+    return preds
+
+
+def reachable_order(story: Story) -> list[str]:
+    """Segments reachable from ``start``, topologically ordered (Kahn, manifest order ties)."""
+    by_id = story.segments_by_id
+    seen = {story.spec.start}
+    stack = [story.spec.start]
+    while stack:
+        for nxt in by_id[stack.pop()].successors:
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    preds = predecessors(story)
+    indeg = {s: sum(1 for p in preds[s] if p in seen) for s in seen}
+    order: list[str] = []
+    ready = [s.id for s in story.spec.segments if s.id in seen and indeg[s.id] == 0]
+    while ready:
+        sid = ready.pop(0)
+        order.append(sid)
+        for nxt in by_id[sid].successors:
+            indeg[nxt] -= 1
+            if indeg[nxt] == 0:
+                ready.append(nxt)
+    return order
+
+
+def iter_paths(story: Story, to: str | None = None) -> Iterator[list[str]]:
+    """Paths from ``start`` to an ending (or to segment ``to``), default options first."""
+    by_id = story.segments_by_id
+    reaches: set[str] | None = None
+    if to is not None:  # prune to segments that can reach ``to``
+        preds = predecessors(story)
+        reaches, stack = {to}, [to]
+        while stack:
+            for p in preds[stack.pop()]:
+                if p not in reaches:
+                    reaches.add(p)
+                    stack.append(p)
+    stack: list[tuple[str, list[str]]] = [(story.spec.start, [story.spec.start])]
+    while stack:
+        sid, path = stack.pop()
+        seg = by_id[sid]
+        if sid == to or (to is None and seg.is_ending):
+            yield path
+            continue
+        nxts = [n for n in seg.successors if reaches is None or n in reaches]
+        for nxt in reversed(nxts):
+            stack.append((nxt, [*path, nxt]))
+
+
+def count_paths(story: Story) -> tuple[int, dict[str, int]]:
+    """Number of start→ending paths, and the number of those paths through each segment."""
+    order = reachable_order(story)
+    by_id = story.segments_by_id
+    to: dict[str, int] = {s: 0 for s in order}
+    to[story.spec.start] = 1
+    for sid in order:
+        for nxt in by_id[sid].successors:
+            to[nxt] += to[sid]
+    frm: dict[str, int] = {}
+    for sid in reversed(order):
+        seg = by_id[sid]
+        frm[sid] = 1 if seg.is_ending else sum(frm[n] for n in seg.successors)
+    return frm[story.spec.start], {s: to[s] * frm[s] for s in order}
+
+
+def _endings_default_first(story: Story) -> list[str]:
+    """Endings in the order a default-first walk of the story meets them."""
+    by_id = story.segments_by_id
+    seen: set[str] = set()
+    out: list[str] = []
+    stack = [story.spec.start]
+    while stack:
+        sid = stack.pop()
+        if sid in seen:
+            continue
+        seen.add(sid)
+        if by_id[sid].is_ending:
+            out.append(sid)
+        stack.extend(reversed(by_id[sid].successors))
+    return out
+
+
+def choice_label(seg: Segment, nxt: str) -> str | None:
+    if seg.choice is None:
+        return None
+    opts = seg.choice.options
+    if opts[seg.choice.default].next == nxt:
+        return opts[seg.choice.default].label
+    return next(o.label for o in opts if o.next == nxt)
+
+
+# -- expansion -----------------------------------------------------------------------------
+
+
+def expand(
+    story: Story,
+    *,
+    salt: str = "",
+    max_branches: int = DEFAULT_MAX_BRANCHES,
+    max_tasks: int = DEFAULT_MAX_TASKS,
+) -> RenderPlan:
+    """Derive the render plan. Raises :class:`PlanError` when limits or backends refuse it."""
+    spec = story.spec
+    profile = spec.profile
+    prof_key = profile_key(profile)
+    story_renderer = spec.renderer.merged_over(BUILTIN_RENDERER)
+    problems: list[tuple[Path_, str]] = []
+    seg_index = {s.id: i for i, s in enumerate(spec.segments)}
+    order = reachable_order(story)
+    preds = predecessors(story)
+
+    # Resolve and check every shot once, before any task is made.
+    resolved: dict[str, tuple[RendererSpec, int]] = {}
+    for sid in order:
+        si = seg_index[sid]
+        for j, shot in enumerate(spec.segments[si].shots):
+            where: Path_ = ("spec", "segments", si, "shots", j)
+            renderer = shot.renderer.merged_over(story_renderer)
+            frames = frame_count(shot.duration, profile.fps)
+            try:
+                backend = get_backend(renderer.backend or "previz")
+            except UnknownBackend as e:
+                field = "renderer" if shot.renderer.backend else None
+                at = (*where, "renderer", "backend") if field else ("spec", "renderer", "backend")
+                problems.append((at, str(e.args[0])))
+                continue
+            for issue in backend.check(renderer, frames, profile):
+                problems.append(((*where, *issue.field.split(".")), issue.message))
+            resolved[shot.id] = (renderer, frames)
+    if problems:
+        raise PlanError(_dedupe(problems))
+
+    # Make tasks segment by segment; variants follow distinct upstream tasks.
+    tasks: dict[str, RenderTask] = {}
+    task_of: dict[tuple[str, str | None], str] = {}  # (shot id, upstream task id) -> task id
+    exits: dict[str, list[str]] = {}
+    entry_variants: dict[str, int] = {}
+    for sid in order:
+        si = seg_index[sid]
+        seg = spec.segments[si]
+        contexts: list[str] = []
+        for p in preds[sid]:
+            for t in exits.get(p, []):
+                if t not in contexts:
+                    contexts.append(t)
+        entry_variants[sid] = len(contexts)
+        prev: list[str | None] = list(contexts) or [None]
+        for shot in seg.shots:
+            renderer, frames = resolved[shot.id]
+            ups: list[str | None] = [None] if shot.continuity == "cut" else prev
+            if len(tasks) + len(ups) > max_tasks:
+                worst = max(entry_variants, key=lambda s: entry_variants[s])
+                raise PlanError(
+                    [
+                        (
+                            ("spec", "segments", seg_index[worst]),
+                            f"the plan exceeds {max_tasks} render tasks: continuity variants "
+                            f"multiply at segment {worst!r}, entered from "
+                            f"{entry_variants[worst]} distinct upstream shots; make its first "
+                            "shot a cut (continuity: cut) or merge branches before it",
+                        )
+                    ]
+                )
+            made: list[str | None] = []
+            for k, up in enumerate(ups, start=1):
+                tid = shot.id if len(ups) == 1 else f"{shot.id}~{k}"
+                task = _make_task(
+                    tid, shot, seg.id, renderer, frames, profile, prof_key, spec.seed, salt,
+                    tasks[up] if up else None,
+                )
+                tasks[tid] = task
+                task_of[(shot.id, up)] = tid
+                made.append(tid)
+            prev = made
+        exits[sid] = [t for t in prev if t is not None]
+
+    branches = _branches(story, task_of, max_branches)
+    n_paths, through = count_paths(story)
+    naive = sum(len(spec.segments[seg_index[s]].shots) * n for s, n in through.items())
+    return RenderPlan(
+        story=story.metadata.name,
+        title=story.metadata.title,
+        profile=profile,
+        salt=salt,
+        branches=branches,
+        tasks=list(tasks.values()),
+        naive_tasks=naive,
+    )
+
+
+def _dedupe(problems: list[tuple[Path_, str]]) -> list[tuple[Path_, str]]:
+    seen: set[tuple[Path_, str]] = set()
+    return [p for p in problems if not (p in seen or seen.add(p))]
+
+
+def _make_task(
+    tid: str,
+    shot,
+    segment: str,
+    renderer: RendererSpec,
+    frames: int,
+    profile: Profile,
+    prof_key: dict[str, Any],
+    base_seed: int,
+    salt: str,
+    upstream: RenderTask | None,
+) -> RenderTask:
+    backend = get_backend(renderer.backend or "previz")
+    seed = shot.seed if shot.seed is not None else derive_seed(base_seed, shot.prompt)
+    draft = RenderTask(
+        id=tid,
+        key="",
+        shot=shot.id,
+        segment=segment,
+        prompt=shot.prompt,
+        negative_prompt=renderer.negative_prompt or "",
+        seed=seed,
+        frames=frames,
+        profile=profile,
+        renderer=renderer,
+        continuity=shot.continuity,
+        upstream=upstream.id if upstream else None,
+        upstream_key=upstream.key if upstream else None,
+        est_seconds=frames * backend.seconds_per_frame(renderer, profile) + TASK_OVERHEAD_SECONDS,
+    )
+    key = render_key(
+        salt=salt,
+        backend=backend.name,
+        backend_version=backend.version,
+        model=renderer.model,
+        revision=renderer.revision,
+        params=backend.key_params(draft),
+        prompt=draft.prompt,
+        negative_prompt=draft.negative_prompt,
+        seed=seed,
+        frames=frames,
+        profile=prof_key,
+        upstream=draft.upstream_key,
+    )
+    return draft.model_copy(update={"key": key})
+
+
+def _branches(
+    story: Story, task_of: dict[tuple[str, str | None], str], max_branches: int
+) -> list[Branch]:
+    spec = story.spec
+    by_id = story.segments_by_id
+    if spec.masters == "all":
+        n, _ = count_paths(story)
+        if n > max_branches:
+            raise PlanError(
+                [
+                    (
+                        ("spec", "masters"),
+                        f"masters: all asks for {n} masters, one per path, above the limit of "
+                        f"{max_branches}; use 'masters: endings' (one master per ending) or "
+                        "list the paths you want",
+                    )
+                ]
+            )
+        paths = list(iter_paths(story))
+    elif spec.masters == "endings":
+        paths = [next(iter_paths(story, to=e)) for e in _endings_default_first(story)]
+    else:
+        paths = [list(p) for p in spec.masters]
+
+    per_ending: dict[str, int] = {}
+    for p in paths:
+        per_ending[p[-1]] = per_ending.get(p[-1], 0) + 1
+    seen_ending: dict[str, int] = {}
+    out: list[Branch] = []
+    for path in paths:
+        end = path[-1]
+        seen_ending[end] = seen_ending.get(end, 0) + 1
+        name = end if per_ending[end] == 1 else f"{end}.{seen_ending[end]}"
+        choices: list[str] = []
+        shots: list[str] = []
+        task_ids: list[str] = []
+        prev: str | None = None
+        for i, sid in enumerate(path):
+            seg = by_id[sid]
+            for shot in seg.shots:
+                tid = task_of[(shot.id, None if shot.continuity == "cut" else prev)]
+                shots.append(shot.id)
+                task_ids.append(tid)
+                prev = tid
+            if i + 1 < len(path):
+                label = choice_label(seg, path[i + 1])
+                if label is not None:
+                    choices.append(label)
+        out.append(Branch(name=name, segments=path, choices=choices, shots=shots, tasks=task_ids))
+    return out
