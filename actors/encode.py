@@ -31,7 +31,7 @@ import ffmpeg
 import numpy as np
 from PIL import Image
 
-from .media import ffmpeg_exe
+from .media import ffmpeg_exe, temp_sibling
 
 ENCODE_VERSION = "h264-cfr-1"
 
@@ -207,11 +207,7 @@ class ClipEncoder:
         self.last_frame: np.ndarray | None = None
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent
-        )
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temp_sibling(self.path)
         # stderr goes to a file, not a pipe, so ffmpeg never blocks on it while we feed stdin
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()/abort()
         try:

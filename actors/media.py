@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 from collections import Counter
@@ -29,6 +30,14 @@ class FFmpegNotFound(MediaError):
 
 class ProbeError(MediaError):
     pass
+
+
+def temp_sibling(path: Path) -> Path:
+    """A fresh hidden name beside ``path``, for writing it atomically (write, then rename).
+
+    Not created here: ffmpeg creates it, so it gets the usual permissions (not mkstemp's 0600).
+    """
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.part"
 
 
 def ffmpeg_exe() -> str:
