@@ -216,3 +216,14 @@ def test_probe_refuses_what_is_not_a_clip(tmp_path):
         probe(junk)
     with pytest.raises(ProbeError, match="no such file"):
         probe(tmp_path / "missing.mp4")
+
+
+def test_same_frames_give_the_same_bytes(tmp_path):
+    frames = [gradient(256, 144, shift=9 * i) for i in range(12)]
+    outs = []
+    for name in ("one.mp4", "two.mp4"):
+        with ClipEncoder(tmp_path / name, PROFILE) as enc:
+            for f in frames:
+                enc.write(f)
+        outs.append((tmp_path / name).read_bytes())
+    assert outs[0] == outs[1]
