@@ -39,8 +39,9 @@ class Metadata(Model):
 class Profile(Model):
     """The one intermediate spec every clip of the story is encoded to."""
 
-    width: int = Field(640, ge=64, le=4096, multiple_of=16)
-    height: int = Field(360, ge=64, le=4096, multiple_of=16)
+    # Multiples of 8 (H.264 chroma, VAE latents); a backend may ask more (LTX: 32) in its check.
+    width: int = Field(640, ge=64, le=4096, multiple_of=8)
+    height: int = Field(360, ge=64, le=4096, multiple_of=8)
     fps: int = Field(24, ge=1, le=120)
 
 

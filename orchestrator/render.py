@@ -113,9 +113,12 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     store.put_run(plan.story, run_id, _report(sched, run_id, started, t0, "running", store))
     status = "running"
     try:
-        if any(r.status != "cached" for r in sched.runs.values()) or plan.branches:
+        sched.lookup_masters()
+        if sched.needs_cluster():
             connect_ray(opts.address)
             sched.run()
+        else:
+            progress.note(f"{plan.story}: every clip and master is cached; nothing to do")
         status = "succeeded"
     except KeyboardInterrupt:
         sched.shutdown()

@@ -16,6 +16,7 @@ Policy (DESIGN.md, Execution on Ray):
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import math
@@ -181,6 +182,27 @@ class Scheduler:
                 run.status, run.record, run.reason = CACHED, rec, "cached"
                 run.node, run.seconds = rec.node, 0.0
 
+    def lookup_masters(self) -> None:
+        """Mark branches whose master is already in the store (all clips cached) as done."""
+        for b in self.branches:
+            if b.status == "waiting" and all(self.runs[t].status == CACHED for t in b.tasks):
+                self._reuse_master(b)
+
+    def needs_cluster(self) -> bool:
+        return any(r.status != CACHED for r in self.runs.values()) or any(
+            b.status != "done" for b in self.branches)
+
+    def _reuse_master(self, b: BranchRun) -> bool:
+        clips = [self.runs[t].record.outputs["clip"].sha256 for t in b.tasks]
+        b.key = master_key(clips, self.plan.profile.model_dump())
+        rec = self.store.get_action(b.key)
+        if rec is None or "master" not in rec.outputs:
+            return False
+        if not all(self.store.has_blobs([rec.outputs["master"]]).values()):
+            return False
+        b.status, b.master, b.frames, b.cached = "done", rec.outputs["master"], rec.frames, True
+        return True
+
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
         import ray
@@ -230,7 +252,7 @@ class Scheduler:
 
         for w in list(self.workers.values()):
             self._retired_switches += w.switches
-            ray.kill(w.handle, no_restart=True)
+            _kill(w.handle)
         self.workers.clear()
         for ref in list(self.assembling):
             ray.cancel(ref, force=True)
@@ -361,9 +383,7 @@ class Scheduler:
                 self.workers[wid] = Worker(wid, pool.key, handle, handle.info.remote())
 
     def _replace(self, w: Worker) -> None:
-        import ray
-
-        ray.kill(w.handle, no_restart=True)
+        _kill(w.handle)
         self.workers.pop(w.id, None)
         self._retired_switches += w.switches
         self._last_grow = 0.0  # grow again at once
@@ -571,18 +591,14 @@ class Scheduler:
                 continue
             if not all(s in DONE for s in states):
                 continue
-            clips = [self.runs[t].record.outputs["clip"] for t in b.tasks]
-            key = master_key([c.sha256 for c in clips], self.plan.profile.model_dump())
-            rec = self.store.get_action(key)
-            if rec is not None and all(self.store.has_blobs([rec.outputs["master"]]).values()):
-                b.status, b.master, b.frames, b.key, b.cached = (
-                    "done", rec.outputs["master"], rec.frames, key, True)
+            if self._reuse_master(b):
                 if self.progress:
                     self.progress.branch_finished(self, b)
                 continue
-            b.status, b.key = "assembling", key
+            clips = [self.runs[t].record.outputs["clip"] for t in b.tasks]
+            b.status = "assembling"
             ref = ray.remote(assemble_master).options(num_cpus=0, max_retries=1).remote(
-                self.store_url, self.s3_endpoint, key, clips, self.plan.profile
+                self.store_url, self.s3_endpoint, b.key, clips, self.plan.profile
             )
             self.assembling[ref] = b
 
@@ -615,6 +631,14 @@ class Scheduler:
 
     def model_switches(self) -> int:
         return sum(w.switches for w in self.workers.values()) + self._retired_switches
+
+
+def _kill(handle: Any) -> None:
+    import ray
+
+    # already dead, or its creation was cancelled: either way it is gone
+    with contextlib.suppress(Exception):
+        ray.kill(handle, no_restart=True)
 
 
 def _needs(r: Resources) -> dict[str, float]:

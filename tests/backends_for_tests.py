@@ -1,0 +1,95 @@
+"""Backends for scheduler tests: real renders whose cost and failures the test controls.
+
+``SleepBackend`` renders solid frames (colour from the key) after sleeping a per-frame cost; it
+can fail chosen shots, and it names its model so affinity can be observed. Instances are pickled
+by value into the renderer actors (this module is not installed on the workers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import ray.cloudpickle
+
+from actors.backends import Backend, Renderer, Resources, register_backend
+
+
+class _SleepRenderer(Renderer):
+    def __init__(self, backend: SleepBackend) -> None:
+        self.b = backend
+        self.models: list[str] = []
+        self._load = 0.0
+
+    def render(self, task, condition) -> Iterator[np.ndarray]:
+        if task.shot in self.b.fail_shots:
+            raise RuntimeError(f"deliberate failure of {task.shot}")
+        if self.b.log_dir:  # a trace of starts, for dependency checks
+            with open(os.path.join(self.b.log_dir, f"{task.key}.start"), "w") as f:
+                f.write(str(time.time()))
+        model = task.renderer.model
+        self._load = 0.0
+        if model and model not in self.models:
+            time.sleep(self.b.load_s)
+            self._load = self.b.load_s
+            self.models = [model]
+        time.sleep(self.b.cost_s(task))
+        rgb = hashlib.sha256(task.key.encode()).digest()[:3]
+        frame = np.empty((task.profile.height, task.profile.width, 3), np.uint8)
+        frame[:] = np.frombuffer(rgb, np.uint8)
+        for _ in range(task.frames):
+            yield frame
+
+    def loaded_models(self) -> list[str]:
+        return list(self.models)
+
+    def last_load_seconds(self) -> float:
+        return self._load
+
+
+class SleepBackend(Backend):
+    version = "1"
+
+    def __init__(self, name: str = "sleep", *, per_frame_s: float = 0.0, load_s: float = 0.0,
+                 fail_shots: frozenset[str] = frozenset(), gpus: float = 0.0,
+                 log_dir: str | None = None, costs: dict[str, float] | None = None) -> None:
+        self.name = name
+        self.per_frame_s = per_frame_s
+        self.load_s = load_s
+        self.fail_shots = frozenset(fail_shots)
+        self.gpus = gpus
+        self.log_dir = log_dir
+        self.costs = costs or {}
+
+    def cost_s(self, task) -> float:
+        return self.costs.get(task.shot, task.frames * self.per_frame_s)
+
+    def key_params(self, task) -> dict[str, Any]:
+        return {"steps": task.renderer.steps, "guidance": task.renderer.guidance}
+
+    def resources(self, renderer) -> Resources:
+        return Resources(num_cpus=0.5 if self.gpus else 1.0,
+                         num_gpus=float(renderer.gpus if renderer.gpus is not None else self.gpus),
+                         custom=dict(renderer.resources or {}))
+
+    def model_ref(self, renderer) -> str | None:
+        return renderer.model
+
+    def seconds_per_frame(self, renderer, profile) -> float:
+        return self.per_frame_s
+
+    def create_renderer(self) -> Renderer:
+        return _SleepRenderer(self)
+
+
+def use(backend: Backend) -> Backend:
+    """Register a backend for this process and ship it to actors by value."""
+    import sys
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    register_backend(backend)
+    return backend
