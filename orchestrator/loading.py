@@ -297,7 +297,12 @@ def _compose(name: str, text: str) -> Node | None:
         if exc.context and exc.problem:
             context = exc.context
             began = exc.context_mark
-            if began is not None and mark is not None and began.line != mark.line:
+            if (
+                context.startswith("while")
+                and began is not None
+                and mark is not None
+                and began.line != mark.line
+            ):
                 context += f" that began on line {began.line + 1}"
             message = f"{exc.problem} ({context})"
         line = mark.line + 1 if mark else None
