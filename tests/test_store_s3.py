@@ -385,7 +385,7 @@ def test_multipart_completion_meets_a_concurrent_writer(s3_url: str, tmp_path: P
     ref = s.put_file(src)
     assert counter.status[("CompleteMultipartUpload", 412)] == 1
     assert counter.ops["AbortMultipartUpload"] == 1
-    uploads = s.client.list_multipart_uploads(Bucket=s.bucket).get("Uploads", [])
+    uploads = s.client.list_multipart_uploads(Bucket=s.bucket, Prefix=s.prefix).get("Uploads", [])
     assert uploads == []
     assert s.get_bytes(ref.sha256) == src.read_bytes()
 
@@ -404,7 +404,9 @@ def test_failed_multipart_upload_is_aborted(s3_url: str, tmp_path: Path) -> None
     src.write_bytes(os.urandom(6 * MiB + 1))
     with pytest.raises(StoreError, match="UploadPart"):
         s.put_file(src)
-    assert s.client.list_multipart_uploads(Bucket=s.bucket).get("Uploads", []) == []
+    assert (
+        s.client.list_multipart_uploads(Bucket=s.bucket, Prefix=s.prefix).get("Uploads", []) == []
+    )
     assert list(s.iter_blobs()) == []
 
 
