@@ -404,3 +404,96 @@ print("HEAVY", heavy)
     )
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
+
+
+# -- a whole story to masters -----------------------------------------------------------------
+
+
+STORY = """\
+apiVersion: reelfarm/v1
+kind: Story
+metadata: {{name: tiny-heist}}
+spec:
+  profile: {{width: 64, height: 64, fps: 8}}
+  renderer:
+    backend: diffusers
+    model: {model}
+    steps: 2
+    guidance: 5.0
+    gpus: 0
+  seed: 7
+  start: opening
+  segments:
+    - id: opening
+      shots:
+        - {{id: facade, prompt: "night rain over a marble bank facade", duration: 1.125}}
+        - id: closeup
+          prompt: "mara red coat studies the vault door"
+          duration: 2.125
+          continuity: previous
+      choice:
+        options:
+          - {{label: Crack it, next: vault}}
+          - {{label: Walk away, next: street}}
+    - id: vault
+      shots:
+        - {{id: door, prompt: "the vault door", duration: 1.125, continuity: previous}}
+    - id: street
+      shots:
+        - {{id: rain, prompt: "mara walks away", duration: 1.125}}
+"""
+
+
+def test_whole_story_renders_to_masters(ltx_dir, ray_cluster, tmp_path):
+    from click.testing import CliRunner
+
+    from actors.media import probe
+    from orchestrator.cli import main
+
+    manifest = tmp_path / "tiny-heist.yaml"
+    manifest.write_text(STORY.format(model=json.dumps(str(ltx_dir))))
+    store, out = tmp_path / "store", tmp_path / "out"
+    r = CliRunner().invoke(main, ["validate", str(manifest)], catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    r = CliRunner().invoke(
+        main, ["render", str(manifest), "--store", str(store), "--out", str(out), "--plain"],
+        catch_exceptions=False,
+    )
+    assert r.exit_code == 0, r.stderr
+    branches = {b["name"]: b for b in json.loads((out / "branches.json").read_text())}
+    assert set(branches) == {"vault", "street"}
+    expected = {"vault": 9 + 17 + 9, "street": 9 + 17 + 9}
+    for name, b in branches.items():
+        info = probe(out / b["master"]["path"])
+        assert b["master"]["frames"] == expected[name]
+        assert info.frames == expected[name]
+        assert (info.width, info.height) == (64, 64)
+    report = json.loads((out / "report.json").read_text())
+    assert report["totals"]["failed"] == 0, report["totals"]
+    # facade, closeup (previous), door (previous), rain: four shots rendered once each
+    assert report["totals"]["rendered"] == report["totals"]["unique"] == 4
+    assert report["totals"]["naive"] == 6
+
+    # rendered once: a second run finds every shot cached
+    r = CliRunner().invoke(
+        main, ["render", str(manifest), "--store", str(store), "--out", str(tmp_path / "again"),
+               "--plain"], catch_exceptions=False,
+    )
+    assert r.exit_code == 0, r.stderr
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert again["totals"]["rendered"] == 0, again["totals"]
+
+
+def test_validate_reports_the_frame_rule_with_its_line(ltx_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(
+        STORY.format(model=json.dumps(str(ltx_dir))).replace("duration: 2.125", "duration: 2.0")
+    )
+    r = CliRunner().invoke(main, ["validate", str(manifest)], catch_exceptions=False)
+    assert r.exit_code == 2
+    assert "nearest valid: 17 frames (duration: 2.125)" in r.stderr
+    assert "shots[1].duration" in r.stderr or "shots.1.duration" in r.stderr, r.stderr
