@@ -28,6 +28,9 @@ import jsonschema
 import yaml
 from k8s_render import iter_containers, split_image
 
+# The CRDs are large; libyaml's safe loader reads them ten times faster where it is built in.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 CRD_FILES = {
     "RayCluster": "ray.io_rayclusters.yaml",
     "RayJob": "ray.io_rayjobs.yaml",
@@ -127,7 +130,7 @@ class CrdValidator:
         self.validators: dict[tuple[str, str], jsonschema.Draft7Validator] = {}
         for kind, filename in CRD_FILES.items():
             with (crd_dir / filename).open(encoding="utf-8") as fh:
-                crd = yaml.safe_load(fh)
+                crd = yaml.load(fh, Loader=SAFE_LOADER)
             if crd["spec"]["names"]["kind"] != kind:
                 raise ValueError(f"{filename} defines {crd['spec']['names']['kind']}, not {kind}")
             group = crd["spec"]["group"]
