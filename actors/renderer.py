@@ -95,10 +95,12 @@ class ShotRenderer:
 
 
 def _node_name() -> str:
+    """``host/<node id prefix>``: pods have their own hostnames, test nodes share one."""
     try:
         import ray
 
-        ip = ray.util.get_node_ip_address()
+        node_id = ray.get_runtime_context().get_node_id() or ""
     except Exception:  # noqa: BLE001 - outside Ray
-        ip = ""
-    return f"{socket.gethostname()}({ip})" if ip else socket.gethostname()
+        node_id = ""
+    host = socket.gethostname()
+    return f"{host}/{node_id[:8]}" if node_id else host
