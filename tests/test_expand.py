@@ -70,7 +70,8 @@ def _diamond_chain(n: int, continuity: str = "cut") -> list[dict]:
     """n binary choices in a row, each reconverging: 2**n paths."""
     segs = []
     for i in range(n):
-        segs.append({"id": f"s{i}", "shots": [shot(f"s{i}a", continuity=continuity if i else "cut")],
+        first = shot(f"s{i}a", continuity=continuity if i else "cut")
+        segs.append({"id": f"s{i}", "shots": [first],
                      "choice": {"options": [{"label": "l", "next": f"l{i}"},
                                             {"label": "r", "next": f"r{i}"}]}})
         nxt = f"s{i + 1}"
