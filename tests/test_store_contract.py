@@ -33,7 +33,7 @@ class Harness:
         self.write_raw = write_raw
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     if request.param == "local":
         store = LocalStore(tmp_path / "store")
