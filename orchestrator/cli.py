@@ -333,5 +333,9 @@ def schema() -> None:
     click.echo(json.dumps(story_json_schema(), indent=2, sort_keys=True))
 
 
+# -- commands defined in their own modules ------------------------------------------------
+# Each module defines click commands and is registered here with one line.
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
