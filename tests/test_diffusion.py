@@ -269,11 +269,18 @@ def test_image_only_family_refuses_a_cut_shot():
         DiffusersRenderer().render(t, None)
 
 
-def test_gpu_shot_without_a_gpu_says_so(ltx_dir):
-    if _cuda_available():
-        pytest.fail("this CPU test ran on a machine with CUDA; it checks the no-GPU message")
-    with pytest.raises(RenderError, match="no CUDA GPU"):
-        DiffusersRenderer().render(task(spec(ltx_dir, gpus=1)), None)
+def test_gpu_shot_renders_on_the_gpu_or_says_none_is_visible(ltx_dir):
+    r = DiffusersRenderer()
+    try:
+        if _cuda_available():  # on a GPU machine the same shot renders there, in bfloat16
+            frames = list(r.render(task(spec(ltx_dir, gpus=1)), None))
+            assert len(frames) == 9 and r.loaded_models() == [f"{ltx_dir}@main/bfloat16"]
+        else:
+            with pytest.raises(RenderError, match="no CUDA GPU is visible"):
+                r.render(task(spec(ltx_dir, gpus=1)), None)
+            assert r.loads == 0
+    finally:
+        r.close()
 
 
 def _cuda_available() -> bool:
