@@ -24,6 +24,7 @@ from actors.backends import UnknownBackend, get_backend
 from .keys import derive_seed, render_key
 from .manifest import Profile, RendererSpec, Segment, Story
 from .plan import Branch, RenderPlan, RenderTask
+from .storygraph import predecessors, topological_order
 
 DEFAULT_MAX_BRANCHES = 256
 DEFAULT_MAX_TASKS = 10_000
@@ -67,39 +68,6 @@ def profile_key(profile: Profile) -> dict[str, Any]:
 # -- the segment graph ---------------------------------------------------------------------
 
 
-def predecessors(story: Story) -> dict[str, list[str]]:
-    """Segments leading into each segment, in manifest order."""
-    preds: dict[str, list[str]] = {s.id: [] for s in story.spec.segments}
-    for seg in story.spec.segments:
-        for nxt in seg.successors:
-            preds[nxt].append(seg.id)
-    return preds
-
-
-def reachable_order(story: Story) -> list[str]:
-    """Segments reachable from ``start``, topologically ordered (Kahn, manifest order ties)."""
-    by_id = story.segments_by_id
-    seen = {story.spec.start}
-    stack = [story.spec.start]
-    while stack:
-        for nxt in by_id[stack.pop()].successors:
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    preds = predecessors(story)
-    indeg = {s: sum(1 for p in preds[s] if p in seen) for s in seen}
-    order: list[str] = []
-    ready = [s.id for s in story.spec.segments if s.id in seen and indeg[s.id] == 0]
-    while ready:
-        sid = ready.pop(0)
-        order.append(sid)
-        for nxt in by_id[sid].successors:
-            indeg[nxt] -= 1
-            if indeg[nxt] == 0:
-                ready.append(nxt)
-    return order
-
-
 def iter_paths(story: Story, to: str | None = None) -> Iterator[list[str]]:
     """Paths from ``start`` to an ending (or to segment ``to``), default options first."""
     by_id = story.segments_by_id
@@ -126,7 +94,7 @@ def iter_paths(story: Story, to: str | None = None) -> Iterator[list[str]]:
 
 def count_paths(story: Story) -> tuple[int, dict[str, int]]:
     """Number of start→ending paths, and the number of those paths through each segment."""
-    order = reachable_order(story)
+    order = topological_order(story)
     by_id = story.segments_by_id
     to: dict[str, int] = {s: 0 for s in order}
     to[story.spec.start] = 1
@@ -183,7 +151,7 @@ def expand(
     story_renderer = spec.renderer.merged_over(BUILTIN_RENDERER)
     problems: list[tuple[Path_, str]] = []
     seg_index = {s.id: i for i, s in enumerate(spec.segments)}
-    order = reachable_order(story)
+    order = topological_order(story)
     preds = predecessors(story)
 
     # Resolve and check every shot once, before any task is made.
@@ -201,8 +169,12 @@ def expand(
                 at = (*where, "renderer", "backend") if field else ("spec", "renderer", "backend")
                 problems.append((at, str(e.args[0])))
                 continue
-            for issue in backend.check(renderer, frames, profile):
-                problems.append(((*where, *issue.field.split(".")), issue.message))
+            issues = backend.check(renderer, frames, profile)
+            issues += backend.check_continuity(renderer, shot.continuity)
+            for issue in issues:
+                field = tuple(issue.field.split("."))
+                at = ("spec", *field) if field[0] == "profile" else (*where, *field)
+                problems.append((at, issue.message))
             resolved[shot.id] = (renderer, frames)
     if problems:
         raise PlanError(_dedupe(problems))

@@ -17,6 +17,7 @@ import numpy as np
 import ray.cloudpickle
 
 from actors.backends import Backend, Renderer, Resources, register_backend
+from actors.backends.base import custom_resources
 
 
 class _SleepRenderer(Renderer):
@@ -74,7 +75,7 @@ class SleepBackend(Backend):
     def resources(self, renderer) -> Resources:
         return Resources(num_cpus=0.5 if self.gpus else 1.0,
                          num_gpus=float(renderer.gpus if renderer.gpus is not None else self.gpus),
-                         custom=dict(renderer.resources or {}))
+                         custom=custom_resources(renderer))
 
     def model_ref(self, renderer) -> str | None:
         return renderer.model

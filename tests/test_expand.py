@@ -137,3 +137,27 @@ def test_critical_path_follows_continuity_chains():
     assert all(plan.by_id[b].upstream == a for a, b in zip(path, path[1:], strict=False))
     assert plan.critical_path_seconds == pytest.approx(
         sum(plan.by_id[t].est_seconds for t in path))
+
+
+def test_backend_rules_on_the_profile_point_at_the_profile_once():
+    s = story(
+        [{"id": "a", "shots": [shot("a1", duration=1.0), shot("a2", duration=1.0)]}],
+        renderer={"backend": "diffusers", "model": "studio/ltx-house", "pipeline": "ltx"},
+        profile={"width": 72, "height": 64, "fps": 8},
+    )
+    with pytest.raises(PlanError) as e:
+        expand(s)
+    paths = [p for p, _ in e.value.problems]
+    assert paths.count(("spec", "profile", "width")) == 1
+    assert not any(p[:2] == ("spec", "segments") and "profile" in p for p in paths)
+
+
+def test_an_image_only_family_refuses_a_cut_shot_at_plan_time():
+    s = story(
+        [{"id": "a", "shots": [shot("a1", duration=1.0)]}],
+        renderer={"backend": "diffusers", "model": "studio/svd-house", "pipeline": "svd"},
+        profile={"width": 64, "height": 64, "fps": 8},
+    )
+    with pytest.raises(PlanError) as e:
+        expand(s)
+    assert any(p == ("spec", "segments", 0, "shots", 0, "continuity") for p, _ in e.value.problems)

@@ -93,11 +93,13 @@ def test_model_affinity_keeps_switches_near_the_minimum(ray_cluster, tmp_path):
 def test_a_plan_no_node_can_run_is_refused_before_anything_runs(ray_cluster, tmp_path):
     use(SleepBackend("sleep-b200"))
     s = story([{"id": "only", "shots": [
-        shot("fits"), shot("huge", renderer={"resources": {"accelerator_type:B200": 1}})]}],
+        shot("fits"), shot("huge", renderer={"resources": {"accelerator_type:B200": 1}}),
+        shot("big-memory", renderer={"gpu_memory_gb": 141})]}],
         renderer={"backend": "sleep-b200"})
     with pytest.raises(Unplaceable) as e:
         render_story(s, opts(tmp_path))
     assert "huge" in str(e.value) and "accelerator_type:B200" in str(e.value)
+    assert "big-memory" in str(e.value) and "gpu_memory_gb=141" in str(e.value)
     assert not (tmp_path / "store" / "ac").exists()  # nothing rendered
 
 

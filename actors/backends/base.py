@@ -57,6 +57,19 @@ class Issue:
     message: str
 
 
+#: Custom Ray resource a GPU node advertises with its total GPU memory in GB (KubeRay:
+#: ``rayStartParams.resources: '{"gpu_memory_gb": 80}'``); ``gpu_memory_gb`` asks for it.
+GPU_MEMORY_RESOURCE = "gpu_memory_gb"
+
+
+def custom_resources(renderer: RendererSpec) -> dict[str, float]:
+    """The custom Ray resources a shot asks for, ``gpu_memory_gb`` included."""
+    custom = dict(renderer.resources or {})
+    if renderer.gpu_memory_gb:
+        custom[GPU_MEMORY_RESOURCE] = float(renderer.gpu_memory_gb)
+    return custom
+
+
 class Renderer(ABC):
     """The heavy half: lives in a renderer actor, keeps models warm."""
 
@@ -88,7 +101,15 @@ class Backend(ABC):
     version: ClassVar[str]
 
     def check(self, renderer: RendererSpec, frames: int, profile: Profile) -> list[Issue]:
-        """Problems with a shot's resolved settings (frame rules, sizes, missing fields)."""
+        """Problems with a shot's resolved settings (frame rules, sizes, missing fields).
+
+        ``Issue.field`` is relative to the shot (``duration``, ``renderer.steps``), or starts
+        with ``profile.`` for the story's profile.
+        """
+        return []
+
+    def check_continuity(self, renderer: RendererSpec, continuity: str) -> list[Issue]:
+        """Problems that depend on how a shot starts (``cut`` or ``previous``)."""
         return []
 
     @abstractmethod
@@ -99,7 +120,7 @@ class Backend(ABC):
         return Resources(
             num_cpus=1.0,
             num_gpus=float(renderer.gpus or 0.0),
-            custom=dict(renderer.resources or {}),
+            custom=custom_resources(renderer),
         )
 
     def model_ref(self, renderer: RendererSpec) -> str | None:

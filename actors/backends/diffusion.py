@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import families
-from .base import Backend, Issue, Renderer, Resources
+from .base import Backend, Issue, Renderer, Resources, custom_resources
 from .families import Family
 
 if TYPE_CHECKING:
@@ -139,16 +139,21 @@ class DiffusersBackend(Backend):
                 )
         return issues
 
+    def check_continuity(self, renderer: RendererSpec, continuity: str) -> list[Issue]:
+        """Image-only families cannot start a shot from nothing: a cut needs an image."""
+        try:
+            fam = resolve_family(renderer)
+        except ValueError:
+            return []  # reported by check()
+        if fam.t2v is None and continuity != "previous":
+            return [Issue("continuity", _cut_needs_image(fam))]
+        return []
+
     def check_task(self, task: RenderTask) -> list[Issue]:
         """:meth:`check` plus what needs the shot's continuity (image-only families)."""
-        issues = self.check(task.renderer, task.frames, task.profile)
-        try:
-            fam = resolve_family(task.renderer)
-        except ValueError:
-            return issues
-        if fam.t2v is None and task.continuity != "previous":
-            issues.append(Issue("continuity", _cut_needs_image(fam)))
-        return issues
+        return self.check(task.renderer, task.frames, task.profile) + self.check_continuity(
+            task.renderer, task.continuity
+        )
 
     def key_params(self, task: RenderTask) -> dict[str, Any]:
         spec = task.renderer
@@ -171,7 +176,7 @@ class DiffusersBackend(Backend):
         return Resources(
             num_cpus=1.0,
             num_gpus=requested_gpus(renderer),
-            custom=dict(renderer.resources or {}),
+            custom=custom_resources(renderer),
         )
 
     def model_ref(self, renderer: RendererSpec) -> str | None:
