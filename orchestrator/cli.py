@@ -335,7 +335,7 @@ def schema() -> None:
 
 # -- commands defined in their own modules ------------------------------------------------
 # Each module defines click commands and is registered here with one line.
-
+from . import cli_nightly  # noqa: E402,F401  (reelfarm nightly)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

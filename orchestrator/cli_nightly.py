@@ -1,0 +1,104 @@
+"""``reelfarm nightly``: the batch entry point the Kubernetes schedulers run."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .cli import _fail, _guard, _store_options, main
+from .nightly import INVALID, UNCHANGED, NightlyError, NightlyOptions, StoryOutcome, run_nightly
+from .schedule import SchedulerOptions
+
+
+@main.command()
+@click.argument("prefix")
+@_store_options
+@click.option("--out", "out", required=True, envvar="REELFARM_OUT", metavar="DIR|s3://...",
+              help="Where outputs go: each story's under <out>/<story name>/, and the run's "
+                   "summary as <out>/nightly-<run id>.json.")
+@click.option("--address", envvar="RAY_ADDRESS",
+              help="Ray cluster to join (ray://, host:port or auto); default: start a local Ray.")
+@click.option("--retries", default=2, show_default=True, type=click.IntRange(0, 20),
+              help="Retries of a failing task before it is marked failed.")
+@click.option("--max-workers", type=click.IntRange(1), help="Cap on renderer actors.")
+@click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Kill and replace an actor whose render runs longer than this.")
+@click.option("--quiet", "-q", is_flag=True, help="No render progress; only the summary.")
+@click.option("--plain", is_flag=True, help="One log line per event (the default without a TTY).")
+@_guard
+def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: str,
+            address: str | None, retries: int, max_workers: int | None,
+            task_timeout: float | None, quiet: bool, plain: bool) -> None:
+    """Render every story manifest under PREFIX, incrementally.
+
+    \b
+    PREFIX is an s3:// prefix or a local directory; every .yaml, .yml and .json file under it
+    is a story. Each story renders into <out>/<story name>/. A story whose shots and masters
+    are all cached and already published is left alone (nothing renders, nothing is written);
+    a changed story renders only its new shots and re-assembles only the branches that hold
+    them. An invalid manifest or a failing story is reported and the others still render.
+    A table of stories is printed, and the run's summary is written to
+    <out>/nightly-<run id>.json.
+    Exit 0 when every story is rendered or unchanged, 1 when any failed or is invalid,
+    2 when PREFIX holds no manifests or the store cannot be used.
+    Example:
+      reelfarm nightly s3://studio/stories --store s3://studio-renders/reelfarm \\
+          --out s3://studio-renders/out
+    """
+    opts = NightlyOptions(
+        store=store_url,
+        out=out,
+        s3_endpoint=s3_endpoint,
+        address=address,
+        scheduler=SchedulerOptions(retries=retries, max_workers=max_workers,
+                                   task_timeout=task_timeout),
+        progress="quiet" if quiet else ("plain" if plain else "auto"),
+    )
+
+    def on_story(s: StoryOutcome) -> None:
+        click.echo(f"{s.story or s.source}: {_what(s)}", err=True)
+
+    try:
+        result = run_nightly(prefix, opts, on_story=on_story)
+    except NightlyError as e:
+        _fail(str(e))
+        return
+    _print_table(result.stories)
+    for s in result.stories:
+        for p in s.problems:
+            click.echo(f"{s.status} {s.story or s.source}: {p}", err=True)
+    doc = result.document()
+    t = doc["totals"]
+    click.echo(
+        f"nightly {result.run_id}: {t['stories']} stories: {t['rendered']} rendered, "
+        f"{t['unchanged']} unchanged, {t['failed']} failed, {t['invalid']} invalid; "
+        f"summary {result.summary}",
+        err=True,
+    )
+    sys.exit(result.exit_code)
+
+
+def _what(s: StoryOutcome) -> str:
+    if s.status == UNCHANGED:
+        return f"unchanged ({s.tasks} tasks cached, {s.masters} masters published)"
+    if s.status == INVALID:
+        return f"invalid ({len(s.problems)} problem{'s' if len(s.problems) != 1 else ''})"
+    return (f"{s.status}: rendered {s.rendered}, cached {s.cached}, failed {s.failed}, "
+            f"blocked {s.blocked}; {s.masters_assembled} masters assembled")
+
+
+def _print_table(stories: list[StoryOutcome]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col, just in (("story", "left"), ("status", "left"), ("rendered", "right"),
+                      ("cached", "right"), ("failed", "right"), ("masters", "right"),
+                      ("assembled", "right"), ("seconds", "right"), ("source", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for s in stories:
+        table.add_row(s.story or "-", s.status, str(s.rendered), str(s.cached),
+                      str(s.failed + s.blocked), str(s.masters), str(s.masters_assembled),
+                      f"{s.seconds:.1f}", s.source)
+    Console(width=200, soft_wrap=True).print(table)

@@ -1,0 +1,345 @@
+"""``reelfarm nightly``: render every story under a prefix, incrementally.
+
+For each manifest under ``PREFIX`` (an ``s3://`` prefix or a local directory, searched
+recursively for ``.yaml``, ``.yml`` and ``.json`` files), in name order:
+
+1. load and validate it; an invalid manifest is reported (``invalid``) and the run goes on;
+2. plan it against the store and look every render key and master up (batched requests);
+3. when every clip and every master is cached and ``<out>/<story>/`` already holds exactly the
+   masters and ``branches.json`` this plan publishes, the story is ``unchanged``: nothing is
+   rendered, nothing is written, not even a run record;
+4. otherwise render it with :func:`~orchestrator.render.render_story` into ``<out>/<story>/``:
+   only the tasks whose keys are new render, only the branches containing them are assembled,
+   and only masters whose bytes changed are published.
+
+One story's failure (invalid manifest, failed shots, a store or cluster error) never stops the
+others. The summary (``nightly-<run id>.json`` under ``<out>``) lists every story with its
+status and counts. The exit code is 0 when every story is ``rendered`` or ``unchanged``, 1 when
+any is ``failed`` or ``invalid``.
+
+Use from Python::
+
+    from orchestrator.nightly import NightlyOptions, run_nightly
+    result = run_nightly("s3://studio/stories", NightlyOptions(store="s3://studio/cache",
+                                                              out="s3://studio/renders"))
+    for s in result.stories:
+        print(s.source, s.status, s.rendered)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .outputs import LocalOutput, Output, open_output
+from .render import RenderOptions, new_run_id, plan_story, render_story
+from .schedule import Scheduler, SchedulerOptions
+from .store import BlobRef, Store, open_store, sha256_file
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+# story statuses
+UNCHANGED, RENDERED, FAILED, INVALID = "unchanged", "rendered", "failed", "invalid"
+OK_STATUSES = (UNCHANGED, RENDERED)
+
+
+class NightlyError(Exception):
+    """The nightly run as a whole cannot start (no such prefix, no manifests under it)."""
+
+
+@dataclass(frozen=True)
+class NightlyOptions:
+    store: str | None = None
+    out: str = "./renders"
+    s3_endpoint: str | None = None
+    address: str | None = None
+    scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
+    progress: str = "auto"  # as RenderOptions.progress: auto | live | plain | quiet
+    suffixes: tuple[str, ...] = MANIFEST_SUFFIXES
+
+
+@dataclass
+class StoryOutcome:
+    source: str
+    status: str  # unchanged | rendered | failed | invalid
+    story: str | None = None
+    out: str | None = None
+    run_id: str | None = None  # the render's run id (None when nothing rendered)
+    tasks: int = 0
+    rendered: int = 0
+    cached: int = 0
+    failed: int = 0
+    blocked: int = 0
+    masters: int = 0
+    masters_assembled: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)  # why a story is invalid or failed
+
+    @property
+    def ok(self) -> bool:
+        return self.status in OK_STATUSES
+
+
+@dataclass
+class NightlyResult:
+    run_id: str
+    prefix: str
+    out: str
+    stories: list[StoryOutcome]
+    summary: str  # where nightly-<run id>.json was written
+    seconds: float
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if all(s.ok for s in self.stories) else 1
+
+    def document(self) -> dict[str, Any]:
+        counts = {k: sum(1 for s in self.stories if s.status == k)
+                  for k in (UNCHANGED, RENDERED, FAILED, INVALID)}
+        return {
+            "run_id": self.run_id,
+            "prefix": self.prefix,
+            "out": self.out,
+            "status": "succeeded" if self.exit_code == 0 else "failed",
+            "seconds": round(self.seconds, 3),
+            "totals": {
+                "stories": len(self.stories),
+                **counts,
+                "tasks_rendered": sum(s.rendered for s in self.stories),
+                "masters_assembled": sum(s.masters_assembled for s in self.stories),
+            },
+            "stories": [asdict(s) for s in self.stories],
+        }
+
+
+# -- finding manifests -------------------------------------------------------------------------
+
+
+def _join(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+def list_manifests(prefix: str, *, out: str | None = None, s3_endpoint: str | None = None,
+                   suffixes: tuple[str, ...] = MANIFEST_SUFFIXES) -> list[str]:
+    """The manifests under ``prefix``, sorted; anything under ``out`` is left out (so an output
+    location inside the stories' prefix never feeds its own JSON back in as stories)."""
+    if prefix.startswith("s3://"):
+        from .store.s3_objects import list_objects
+
+        found = list_objects(prefix, suffixes, endpoint_url=s3_endpoint)
+        if out and out.startswith("s3://"):
+            skip = out.rstrip("/") + "/"
+            found = [u for u in found if not u.startswith(skip)]
+        return found
+    root = Path(prefix[len("file://"):] if prefix.startswith("file://") else prefix).expanduser()
+    if not root.is_dir():
+        raise NightlyError(f"{prefix}: not a directory")
+    skip_dir = None
+    if out and ("://" not in out or out.startswith("file://")):
+        skip_dir = Path(out.removeprefix("file://")).expanduser().resolve()
+    wanted = tuple(s.lower() for s in suffixes)
+    found = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or not path.name.lower().endswith(wanted):
+            continue
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue  # hidden files and folders (editor swap files, .git)
+        if skip_dir is not None and path.resolve().is_relative_to(skip_dir):
+            continue
+        found.append(str(path))
+    return found
+
+
+# -- one story ---------------------------------------------------------------------------------
+
+
+def _problems_of(err: Exception) -> list[str]:
+    return [str(p) for p in getattr(err, "problems", [])] or [str(err)]
+
+
+def _load(source: str, s3_endpoint: str | None):
+    from .loading import load_manifest
+    from .sources import read_source
+
+    return load_manifest(source, read_source(source, s3_endpoint=s3_endpoint))
+
+
+def _is_published(out: Output, rel: str, ref: BlobRef) -> bool:
+    if isinstance(out, LocalOutput):
+        path = out.root / rel
+        try:
+            return path.stat().st_size == ref.size and sha256_file(path)[0] == ref.sha256
+        except OSError:
+            return False
+    return bool(out.published(rel, ref))  # type: ignore[attr-defined]
+
+
+def _published_branches(out: Output) -> Any:
+    if isinstance(out, LocalOutput):
+        import json
+
+        try:
+            return json.loads((out.root / "branches.json").read_text())
+        except (OSError, ValueError):
+            return None
+    return out.get_json("branches.json")  # type: ignore[attr-defined]
+
+
+class _Planned(Output):
+    """Collects what a render would publish, without publishing it."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.blobs: list[tuple[str, BlobRef]] = []
+
+    def put_json(self, rel: str, doc: Any) -> None:  # pragma: no cover - never called
+        raise AssertionError("a planned output publishes nothing")
+
+    def put_blob(self, rel: str, store: Store, ref: BlobRef) -> None:
+        self.blobs.append((rel, ref))
+
+
+def is_unchanged(story, store: Store, out: Output) -> bool:
+    """True when rendering ``story`` would render nothing, assemble nothing and publish
+    nothing that ``out`` does not already hold."""
+    from .render import _publish_masters
+
+    plan = plan_story(story, store)
+    sched = Scheduler(plan, store, store_url=store.url)
+    sched.lookup()
+    sched.lookup_masters()
+    if sched.needs_cluster():
+        return False
+    planned = _Planned()
+    docs = _publish_masters(sched, store, planned)
+    if _published_branches(out) != docs:
+        return False
+    return all(_is_published(out, rel, ref) for rel, ref in planned.blobs)
+
+
+def _render_one(source: str, opts: NightlyOptions, names: dict[str, str]) -> StoryOutcome:
+    from .errors import ManifestInvalid
+    from .expand import PlanError
+
+    t0 = time.monotonic()
+    outcome = StoryOutcome(source=source, status=FAILED)
+    try:
+        try:
+            m = _load(source, opts.s3_endpoint)
+        except ManifestInvalid as e:
+            outcome.status, outcome.problems = INVALID, _problems_of(e)
+            return outcome
+        except OSError as e:
+            outcome.problems = [f"{source}: cannot read: {e.strerror or e}"]
+            return outcome
+        name = m.story.metadata.name
+        outcome.story = name
+        if name in names:
+            outcome.status = INVALID
+            outcome.problems = [f"{source}: metadata.name: story {name!r} is also defined in "
+                                f"{names[name]}; story names must be unique under the prefix"]
+            return outcome
+        names[name] = source
+        out_url = _join(opts.out, name)
+        outcome.out = out_url
+        store = open_store(opts.store, s3_endpoint=opts.s3_endpoint)
+        out = open_output(out_url, s3_endpoint=opts.s3_endpoint)
+        try:
+            try:
+                unchanged = is_unchanged(m.story, store, out)
+            except PlanError as e:
+                outcome.status = INVALID
+                outcome.problems = [str(m.problem(path, msg)) for path, msg in e.problems]
+                return outcome
+            if unchanged:
+                plan = plan_story(m.story, store)
+                outcome.status = UNCHANGED
+                outcome.tasks = outcome.cached = len(plan.tasks)
+                outcome.masters = len(plan.branches)
+                return outcome
+        finally:
+            store.close()
+            close = getattr(out, "close", None)
+            if close is not None:
+                close()
+        result = render_story(m.story, RenderOptions(
+            store=opts.store, s3_endpoint=opts.s3_endpoint, out=out_url, address=opts.address,
+            scheduler=opts.scheduler, progress=opts.progress,
+        ))
+        r = result.report
+        t = r["totals"]
+        outcome.run_id = r["run_id"]
+        outcome.tasks, outcome.rendered, outcome.cached = t["unique"], t["rendered"], t["cached"]
+        outcome.failed, outcome.blocked = t["failed"], t["blocked"]
+        outcome.masters, outcome.masters_assembled = t["masters"], t["masters_assembled"]
+        outcome.status = RENDERED if result.exit_code == 0 else FAILED
+        outcome.problems = [f"{f['id']}: {f['error']}" for f in r["failures"]]
+        if result.exit_code != 0 and not outcome.problems:
+            outcome.problems = [f"render {r['status']}"]
+        return outcome
+    except Exception as e:  # noqa: BLE001 - one story's failure never stops the others
+        outcome.status = FAILED
+        outcome.problems = outcome.problems or [_one_line(e)]
+        return outcome
+    finally:
+        outcome.seconds = round(time.monotonic() - t0, 3)
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def run_nightly(prefix: str, opts: NightlyOptions, *, on_story=None) -> NightlyResult:
+    """Render every story under ``prefix``; write ``<out>/nightly-<run id>.json``.
+
+    ``on_story(outcome)`` is called after each story (for progress lines). Raises
+    :class:`NightlyError` when the prefix holds no manifests, :class:`StoreError` when the
+    prefix or the output location cannot be reached."""
+    t0 = time.monotonic()
+    run_id = new_run_id()
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sources = list_manifests(prefix, out=opts.out, s3_endpoint=opts.s3_endpoint,
+                             suffixes=opts.suffixes)
+    if not sources:
+        raise NightlyError(f"{prefix}: no story manifests ({', '.join(opts.suffixes)}) found")
+    open_store(opts.store, s3_endpoint=opts.s3_endpoint).close()  # a bad store URL fails here
+    names: dict[str, str] = {}
+    outcomes = []
+    for source in sources:
+        outcome = _render_one(source, opts, names)
+        outcomes.append(outcome)
+        if on_story is not None:
+            on_story(outcome)
+    summary_rel = f"nightly-{run_id}.json"
+    result = NightlyResult(run_id=run_id, prefix=prefix, out=opts.out, stories=outcomes,
+                           summary=_join(opts.out, summary_rel),
+                           seconds=time.monotonic() - t0)
+    doc = result.document()
+    doc["started"] = started
+    doc["store"] = opts.store
+    out = open_output(opts.out, s3_endpoint=opts.s3_endpoint)
+    try:
+        out.put_json(summary_rel, doc)
+    finally:
+        close = getattr(out, "close", None)
+        if close is not None:
+            close()
+    return result
+
+
+__all__ = [
+    "NightlyError",
+    "NightlyOptions",
+    "NightlyResult",
+    "StoryOutcome",
+    "is_unchanged",
+    "list_manifests",
+    "run_nightly",
+]
