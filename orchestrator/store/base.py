@@ -37,6 +37,9 @@ class BlobMissing(StoreError):
         super().__init__(f"blob {digest} is not in the store")
         self.digest = digest
 
+    def __reduce__(self):  # picklable across Ray: the constructor's args are not the message
+        return (type(self), (self.digest,))
+
 
 class CorruptBlob(StoreError):
     """A blob's bytes no longer hash to its name."""
@@ -45,6 +48,9 @@ class CorruptBlob(StoreError):
         super().__init__(f"blob {digest} is corrupt: its bytes hash to {actual}")
         self.digest = digest
         self.actual = actual
+
+    def __reduce__(self):
+        return (type(self), (self.digest, self.actual))
 
 
 class _Frozen(BaseModel):
