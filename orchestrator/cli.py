@@ -257,7 +257,8 @@ def _print_plan(sched, doc: dict[str, Any]) -> None:
 @click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Kill and replace an actor whose render runs longer than this.")
 @click.option("--preview-first", is_flag=True,
-              help="Render every branch's first segment before the rest.")
+              help="First render the opening segment and each branch's first segment of its own, "
+              "so every choice's outcome can be previewed early.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the summary.")
 @click.option("--plain", is_flag=True, help="One log line per event (the default without a TTY).")
 @_guard
@@ -335,6 +336,8 @@ def schema() -> None:
 
 # -- commands defined in their own modules ------------------------------------------------
 # Each module defines click commands and is registered here with one line.
+from .cli_cache import cache as _cache; main.add_command(_cache)  # noqa: E402, E702, I001
+from . import cli_jobs  # noqa: E402,F401,I001  (reelfarm submit, jobs, status, logs, cancel)
 from . import cli_nightly  # noqa: E402,F401  (reelfarm nightly)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -157,7 +157,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._wid = itertools.count(1)
         self._rank = self._branch_ranks()
-        self._first_segment = {b.segments[0] for b in plan.branches}
+        self._preview = _preview_segments(plan)
         self._measured: dict[tuple[str, str | None], list[float]] = defaultdict(lambda: [0.0, 0])
         self._load_cost: dict[str | None, float] = {}
         self._remaining = dict(plan.remaining_seconds)
@@ -295,7 +295,7 @@ class Scheduler:
 
     def _priority(self, run: TaskRun) -> tuple:
         t = run.task
-        preview = 0 if (self.opts.preview_first and t.segment in self._first_segment) else 1
+        preview = 0 if (self.opts.preview_first and t.segment in self._preview) else 1
         return (preview, -self._remaining[t.id], self._rank.get(t.id, 1 << 30))
 
     def _make_ready(self, run: TaskRun) -> None:
@@ -631,6 +631,20 @@ class Scheduler:
 
     def model_switches(self) -> int:
         return sum(w.switches for w in self.workers.values()) + self._retired_switches
+
+
+def _preview_segments(plan: RenderPlan) -> set[str]:
+    """What ``--preview-first`` renders first: the opening segment, and for every branch the
+    first segment that not every branch shares (so each choice's outcome can be previewed)."""
+    if not plan.branches:
+        return set()
+    shared = set.intersection(*(set(b.segments) for b in plan.branches))
+    out = {plan.branches[0].segments[0]}
+    for b in plan.branches:
+        first_own = next((s for s in b.segments if s not in shared), None)
+        if first_own is not None:
+            out.add(first_own)
+    return out
 
 
 def _kill(handle: Any) -> None:

@@ -142,3 +142,33 @@ def test_losing_a_node_mid_run_requeues_its_tasks(ray_cluster, tmp_path):
     assert any(t["requeued"] for t in r.report["tasks"])
     for b in r.branches:
         assert probe(tmp_path / "out" / b["master"]["path"]).frames == b["master"]["frames"]
+
+
+def test_task_timeout_kills_the_actor_and_fails_only_that_shot(ray_cluster, tmp_path):
+    use(SleepBackend("sleep-stuck", costs={"stuck": 60.0}))
+    s = story([{"id": "only", "shots": [shot("ok-1"), shot("stuck"), shot("ok-2")]}],
+              renderer={"backend": "sleep-stuck"})
+    result = render_story(s, opts(tmp_path, retries=0, task_timeout=2.0))
+    assert result.exit_code == 1
+    status = {t["id"]: t["status"] for t in result.report["tasks"]}
+    assert status == {"ok-1": "rendered", "stuck": "failed", "ok-2": "rendered"}
+    failure, = result.report["failures"]
+    assert "timed out after 2s" in failure["error"]
+
+
+def test_preview_first_starts_every_branch_opening_before_the_rest(ray_cluster, tmp_path):
+    log = tmp_path / "starts"
+    log.mkdir()
+    use(SleepBackend("sleep-preview", per_frame_s=0.002, log_dir=str(log)))
+    s = fan_story("sleep-preview", n_branches=3, chain=3)
+    result = render_story(s, opts(tmp_path, max_workers=1, preview_first=True))
+    assert result.exit_code == 0
+    from orchestrator.expand import expand
+
+    plan = expand(s)
+    started = sorted(plan.tasks, key=lambda t: float((log / f"{t.key}.start").read_text()))
+    # root (the opening) and each branch's own first segment b0..b2 come before the end segment
+    preview = {"root", "b0", "b1", "b2"}
+    order = [t.segment for t in started]
+    last_preview = max(i for i, seg in enumerate(order) if seg in preview)
+    assert all(seg in preview for seg in order[: last_preview + 1]), order
