@@ -13,7 +13,9 @@ GPU_TYPE = "accelerator_type:H100"
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(s3_endpoint):
+    # The S3 test server's endpoint and credentials are in the environment before the nodes
+    # start, so renderer actors (worker processes) can use s3:// stores too.
     import ray
     from ray.cluster_utils import Cluster
 
