@@ -1,0 +1,131 @@
+"""Integrity: a corrupt clip is found, reported, never assembled and rendered again; the salt
+disowns every record. Local stores and S3 (moto over HTTP) alike."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cachetools import by_id, check_masters, fork_story, masters, plan_json, render, run_cli, save
+
+from orchestrator.store import open_store
+from orchestrator.store.base import action_path, blob_path
+
+
+def _rot(data: bytes) -> bytes:
+    """Bit rot: flip bits in the middle, same length (a size check cannot see it)."""
+    mid = len(data) // 2
+    return data[:mid] + bytes(b ^ 0xFF for b in data[mid:mid + 16]) + data[mid + 16:]
+
+
+def _corrupt_local(store: str, digest: str) -> None:
+    p = Path(store) / blob_path(digest)
+    p.write_bytes(_rot(p.read_bytes()))
+
+
+def _corrupt_s3(store: str, digest: str, client: Any) -> None:
+    s = open_store(store)
+    key = s.key_for(blob_path(digest))
+    body = client.get_object(Bucket=s.bucket, Key=key)["Body"].read()
+    client.put_object(Bucket=s.bucket, Key=key, Body=_rot(body))
+
+
+def _corrupt_then_render(store: str, tmp: Path, corrupt) -> None:
+    story = save(tmp, fork_story("rot"))
+    first = render(story, store, tmp / "out1")
+    clip = by_id(first)["hall"]["clip"]  # in both branches
+    branch_b = next(b for b in first["branches"] if b["name"] == "b")
+    corrupt(clip)
+    # Branch b's master record is gone (as after a gc of an older story version), so the next
+    # render must assemble b again and read the corrupt clip to do so.
+    open_store(store).delete_action(branch_b["key"])
+
+    code, stdout, _ = run_cli("cache", "verify", "--store", store, "--json")
+    assert code == 1
+    found = json.loads(stdout)
+    assert [c["sha256"] for c in found["corrupt"]] == [clip]
+    assert found["corrupt"][0]["records"] == [by_id(first)["hall"]["key"]]
+    assert found["corrupt"][0]["actual"] != clip
+
+    second = render(story, store, tmp / "out2")
+    assert [c["sha256"] for c in second["corrupt"]] == [clip]
+    assert second["corrupt"][0]["found_by"] == "master b"
+    tasks = by_id(second)
+    assert tasks["hall"]["status"] == "rendered"
+    assert tasks["hall"]["reason"] == "corrupt blob in the store"
+    assert tasks["hall"]["clip"] == clip  # the same bytes, rendered again
+    assert {t for t, v in tasks.items() if v["status"] == "rendered"} == {"hall"}
+    # Never assembled from corrupt bytes: b's master is bit-identical to the first run's.
+    assert masters(tmp / "out2") == masters(tmp / "out1")
+    assert second["status"] == "succeeded"
+    check_masters(tmp / "out2", plan_json(story, store))
+    # The re-render replaced the corrupt blob: the store verifies clean now.
+    code, stdout, _ = run_cli("cache", "verify", "--store", store, "--json")
+    assert code == 0 and json.loads(stdout)["corrupt"] == []
+
+
+def test_corrupt_clip_local(ray_cluster, tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    _corrupt_then_render(store, tmp_path, lambda d: _corrupt_local(store, d))
+
+
+@pytest.mark.s3
+def test_corrupt_clip_s3(ray_cluster, s3_url: str, s3_client: Any, tmp_path: Path) -> None:
+    _corrupt_then_render(s3_url, tmp_path, lambda d: _corrupt_s3(s3_url, d, s3_client))
+
+
+def test_verify_repair_deletes_corrupt_blob_and_its_records(ray_cluster, tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    story = save(tmp_path, fork_story("mend"))
+    first = render(story, store, tmp_path / "out1")
+    lamp = by_id(first)["lamp"]
+    _corrupt_local(store, lamp["clip"])
+    code, stdout, _ = run_cli("cache", "verify", "--store", store, "--repair", "--json")
+    assert code == 0
+    doc = json.loads(stdout)
+    assert doc["repaired"]["blobs_deleted"] == [lamp["clip"]]
+    assert doc["repaired"]["records_deleted"] == [lamp["key"]]
+    assert not (Path(store) / blob_path(lamp["clip"])).exists()
+    assert not (Path(store) / action_path(lamp["key"])).exists()
+    plan = plan_json(story, store)
+    assert [(t["id"], t["reason"]) for t in plan["task_list"] if t["status"] == "to_render"] == [
+        ("lamp", "new key")]
+    code, stdout, _ = run_cli("cache", "verify", "--store", store)
+    assert code == 0 and "ok: nothing corrupt" in stdout
+
+
+def test_verify_finds_records_whose_blobs_are_missing(ray_cluster, tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    story = save(tmp_path, fork_story("gone"))
+    first = render(story, store, tmp_path / "out1")
+    door = by_id(first)["door"]
+    (Path(store) / blob_path(door["clip"])).unlink()
+    (Path(store) / action_path(by_id(first)["yard"]["key"])).write_text("{not json")
+    code, stdout, _ = run_cli("cache", "verify", "--store", store, "--json")
+    assert code == 1
+    doc = json.loads(stdout)
+    assert doc["corrupt"] == []
+    assert [(m["record"], m["output"]) for m in doc["missing"]] == [(door["key"], "clip")]
+    assert doc["damaged_records"] == [by_id(first)["yard"]["key"]]
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_salt_disowns_every_record(ray_cluster, request, tmp_path: Path, kind: str) -> None:
+    store = str(tmp_path / "store") if kind == "local" else request.getfixturevalue("s3_url")
+    story = save(tmp_path, fork_story("salty"))
+    render(story, store, tmp_path / "out1")
+    before = plan_json(story, store)
+    assert before["tasks"]["to_render"] == 0
+
+    assert run_cli("cache", "salt", "--store", store)[1] == "\n"
+    code, _, stderr = run_cli("cache", "salt", "batch-2", "--store", store)
+    assert code == 0 and "disowned" in stderr
+    assert run_cli("cache", "salt", "--store", store)[1] == "batch-2\n"
+
+    after = plan_json(story, store)
+    assert after["tasks"]["cached"] == 0
+    assert after["tasks"]["to_render"] == after["tasks"]["unique"] == 5
+    assert {t["reason"] for t in after["task_list"]} == {"new key"}
+    assert not {t["key"] for t in after["task_list"]} & {t["key"] for t in before["task_list"]}
