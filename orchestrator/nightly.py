@@ -130,6 +130,9 @@ def list_manifests(prefix: str, *, out: str | None = None, s3_endpoint: str | No
         from .store.s3_objects import list_objects
 
         found = list_objects(prefix, suffixes, endpoint_url=s3_endpoint)
+        base = prefix.rstrip("/") + "/"
+        found = [u for u in found
+                 if not any(p.startswith(".") for p in u[len(base):].split("/"))]
         if out and out.startswith("s3://"):
             skip = out.rstrip("/") + "/"
             found = [u for u in found if not u.startswith(skip)]
