@@ -63,7 +63,9 @@ def connect_ray(address: str | None = None) -> None:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         else:
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            # "local": always a new local instance, never a cluster some other program started
+            ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
     except Exception as err:  # noqa: BLE001 - turned into one clear line
         raise RayConnectError(_explain_connect_error(address, err)) from None
 

@@ -44,6 +44,7 @@ MAX_LOST = 4  # times a task may lose its actor (node death) before it is failed
 GROW_EVERY_S = 2.0
 REPRIORITIZE_EVERY_S = 2.0
 DEFAULT_SWITCH_COST_S = 10.0
+STARVING_NOTE_EVERY_S = 30.0
 
 
 class Interrupted(Exception):
@@ -163,6 +164,8 @@ class Scheduler:
         self._remaining = dict(plan.remaining_seconds)
         self._last_grow = self._last_prio = 0.0
         self._retired_switches = 0
+        self._starving_since: float | None = None
+        self._last_starving_note = 0.0
 
     # -- cache lookup ----------------------------------------------------------------------
     def lookup(self, force: set[str] = frozenset()) -> None:
@@ -226,6 +229,7 @@ class Scheduler:
                     self._reprioritize()
                     self._last_prio = now
                 self._dispatch(now)
+                self._report_starvation(now)
                 waiting = [w.ref for w in self.workers.values() if w.ref is not None]
                 waiting += [w.ready_ref for w in self.workers.values() if not w.ready]
                 waiting += list(self.assembling)
@@ -387,6 +391,31 @@ class Scheduler:
         self.workers.pop(w.id, None)
         self._retired_switches += w.switches
         self._last_grow = 0.0  # grow again at once
+
+    def _report_starvation(self, now: float) -> None:
+        """Say so, every half minute, while ready work waits for actors Ray cannot place yet
+        (an autoscaler may be adding nodes, or other jobs hold the resources)."""
+        idle_pools = {w.pool for w in self.workers.values() if w.ready}
+        starving = [
+            p for p in self.pools.values()
+            if p.key not in idle_pools and any(h for h in p.heaps.values())
+            and any(self.runs[i[2]].status == READY for h in p.heaps.values() for i in h[:1])
+        ]
+        if not starving:
+            self._starving_since = None
+            return
+        if self._starving_since is None:
+            self._starving_since = self._last_starving_note = now
+            return
+        if now - self._last_starving_note >= STARVING_NOTE_EVERY_S and self.progress:
+            self._last_starving_note = now
+            pending = sum(1 for w in self.workers.values() if not w.ready)
+            offer = "; ".join(_describe(n) for n in self._nodes())
+            for p in starving:
+                self.progress.note(
+                    f"waiting {now - self._starving_since:.0f}s for Ray to start renderer actors "
+                    f"({p.label}; {pending} pending); the cluster offers: {offer}"
+                )
 
     # -- dispatch --------------------------------------------------------------------------
     def _pick(self, w: Worker, now: float) -> TaskRun | None:
