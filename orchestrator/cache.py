@@ -150,6 +150,7 @@ class Run:
     rel: str
     doc: dict[str, Any] | None  # None: unreadable
     mtime: float
+    size: int = 0
 
     @property
     def status(self) -> str:
@@ -249,7 +250,7 @@ def read_runs(store: Store, objs: list[Obj] | None = None) -> list[Run]:
             doc = json.loads(raw) if raw is not None else None
         except ValueError:
             doc = None
-        return Run(story, run_id, o.rel, doc if isinstance(doc, dict) else None, o.mtime)
+        return Run(story, run_id, o.rel, doc if isinstance(doc, dict) else None, o.mtime, o.size)
 
     return _pmap(read, found)
 
@@ -496,7 +497,7 @@ def plan_gc(store: Store, keep_runs: int, grace_s: float = DEFAULT_GRACE_S,
               for k, o in sorted(snap.records.items()) if k not in keys]
     delete += [Doomed("blob", o.rel, o.size, roles.get(d, "unreferenced"))
                for d, o in sorted(snap.blobs.items()) if d not in digests]
-    delete += [Doomed("run", r.rel, 0, r.status) for r in snap.runs if r.rel not in kept_rel]
+    delete += [Doomed("run", r.rel, r.size, r.status) for r in snap.runs if r.rel not in kept_rel]
     delete += [Doomed("temporary", o.rel, o.size) for o in local_temporaries(store)
                if not young(o.mtime)]
     labels: dict[str, str] = {}
