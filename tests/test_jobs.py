@@ -1,0 +1,281 @@
+"""``reelfarm submit``/``jobs``/``status``/``logs``/``cancel`` against a real Ray head.
+
+The head (``ray_head``, tests/fixtures_rayhead.py) is started with ``ray start --head`` and keeps
+token authentication on; every CLI call here is a separate ``reelfarm`` process with the client
+environment a TD would have (``RAY_ADDRESS``, ``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN``), and
+no output of any of them may contain the token.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from storybuild import shot, story_dict, write_story
+
+import orchestrator
+from orchestrator.cli import main
+from orchestrator.jobs import submission_id
+from orchestrator.store import open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+HEIST = ROOT / "manifests" / "heist.yaml"
+REELFARM = str(Path(sys.executable).with_name("reelfarm"))
+JOB_ID = re.compile(r"reelfarm-heist-[0-9a-f]{12}")
+
+
+def reelfarm(head, *args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    r = subprocess.run([REELFARM, *map(str, args)], env=env or head.env, capture_output=True,
+                       text=True, timeout=timeout, cwd=head.temp_dir)
+    assert head.token not in r.stdout and head.token not in r.stderr, "the token was printed"
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+def wait_for(cond, what: str, timeout: float = 180, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    d = tmp_path_factory.mktemp("farm")
+    return {"store": d / "store", "out": d / "out" / "heist", "root": d}
+
+
+@pytest.fixture(scope="module")
+def heist(ray_head, farm):
+    """heist.yaml submitted with ``reelfarm submit --wait``: the finished job."""
+    r = reelfarm(ray_head, "submit", HEIST, "--store", farm["store"], "--out", farm["out"],
+                 "--wait")
+    return r
+
+
+@pytest.fixture
+def api_env(ray_head, monkeypatch):
+    for k, v in ray_head.env.items():
+        if k.startswith("RAY_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    return ray_head
+
+
+def test_submit_renders_the_story_to_masters_through_a_job(heist, farm):
+    assert heist.returncode == 0, heist.stderr
+    job_id = heist.stdout.strip()
+    assert JOB_ID.fullmatch(job_id), heist.stdout
+    assert f"submitted {job_id} (story heist)" in heist.stderr
+    # --wait streamed the job's log and ended with its state
+    assert "heist: succeeded: rendered 6, cached 0; masters 2/2" in heist.stderr
+    assert f"{job_id}: SUCCEEDED; run " in heist.stderr
+    masters = sorted(p.name for p in (farm["out"] / "masters").iterdir())
+    assert masters == ["escape.mp4", "walk-away.mp4"]
+    branches = json.loads((farm["out"] / "branches.json").read_text())
+    assert {b["name"] for b in branches} == {"escape", "walk-away"}
+    assert all(b["master"]["frames"] > 0 for b in branches)
+
+
+def test_status_shows_the_state_and_the_task_counts_of_the_run_record(ray_head, heist, farm):
+    job_id = heist.stdout.strip()
+    report = json.loads((farm["out"] / "report.json").read_text())
+    r = reelfarm(ray_head, "status", job_id, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["job_id"] == job_id and doc["state"] == "SUCCEEDED" and doc["story"] == "heist"
+    assert doc["run_id"] == report["run_id"] and doc["run_status"] == "succeeded"
+    assert doc["totals"] == report["totals"]
+    assert doc["totals"]["unique"] == 6 and doc["totals"]["rendered"] == 6
+    assert doc["store"] == str(farm["store"]) and doc["out"] == str(farm["out"])
+    # the record the job wrote is in the store
+    assert report["run_id"] in open_store(str(farm["store"])).list_runs("heist")
+
+    text = reelfarm(ray_head, "status", job_id)
+    assert text.returncode == 0
+    assert text.stdout.startswith(f"{job_id}: SUCCEEDED\n")
+    assert "6 unique: 6 rendered, 0 cached, 0 failed, 0 blocked" in text.stdout
+    assert "masters    2 done (2 assembled)" in text.stdout
+
+
+def test_logs_hold_the_render_summary(ray_head, heist, farm):
+    job_id = heist.stdout.strip()
+    r = reelfarm(ray_head, "logs", job_id)
+    assert r.returncode == 0, r.stderr
+    assert "heist: succeeded: rendered 6, cached 0; masters 2/2 (2 assembled)" in r.stdout
+    assert f"{farm['out']}/masters/escape.mp4" in r.stdout
+    followed = reelfarm(ray_head, "logs", job_id, "--follow")  # ends: the job is over
+    assert followed.returncode == 0
+    assert "heist: succeeded: rendered 6" in followed.stdout
+
+
+def test_a_duplicate_submission_reports_the_existing_job(ray_head, heist, farm):
+    job_id = heist.stdout.strip()
+    runs_before = open_store(str(farm["store"])).list_runs("heist")
+    again = reelfarm(ray_head, "submit", HEIST, "--store", farm["store"], "--out", farm["out"])
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == job_id
+    assert f"{job_id}: already submitted (SUCCEEDED); no second render started" in again.stderr
+    listed = json.loads(reelfarm(ray_head, "jobs", "--json").stdout)
+    assert [j["job_id"] for j in listed].count(job_id) == 1
+    assert open_store(str(farm["store"])).list_runs("heist") == runs_before
+    table = reelfarm(ray_head, "jobs")
+    assert re.search(rf"^{job_id}\s+SUCCEEDED\s+heist\s", table.stdout, re.M), table.stdout
+
+
+def test_the_python_api_sees_the_same_job(api_env, heist, farm):
+    job_id = heist.stdout.strip()
+    job = orchestrator.submit(str(HEIST), store=str(farm["store"]), out=str(farm["out"]))
+    assert job.job_id == job_id and job.existing and job.state == "SUCCEEDED"
+    st = orchestrator.job_status(job_id)
+    assert isinstance(st, orchestrator.JobStatus)
+    assert st.state == "SUCCEEDED" and st.totals["rendered"] == 6 and st.run_status == "succeeded"
+    assert job_id in [j.job_id for j in orchestrator.list_jobs()]
+    assert "heist: succeeded" in orchestrator.job_logs(job_id)
+    assert "heist: succeeded" in "".join(orchestrator.job_logs(job_id, follow=True))
+    assert orchestrator.cancel(job_id) is False  # already over: nothing to stop
+    with pytest.raises(orchestrator.JobNotFound, match="no job 'reelfarm-heist-000000000000'"):
+        orchestrator.job_status("reelfarm-heist-000000000000")
+
+
+def test_the_submission_id_follows_content_and_options():
+    data = HEIST.read_bytes()
+    base = submission_id("heist", data, store="/s", out="/o")
+    assert base == submission_id("heist", data, store="/s", out="/o")
+    assert JOB_ID.fullmatch(base)
+    changed = {
+        submission_id("heist", data + b"\n# edited\n", store="/s", out="/o"),
+        submission_id("heist", data, store="/s2", out="/o"),
+        submission_id("heist", data, store="/s", out="/o2"),
+        submission_id("heist", data, store="/s", out="/o", extra_args=["--retries", "4"]),
+        submission_id("heist", data, store="/s", out="/o", s3_endpoint="http://minio:9000"),
+    }
+    assert base not in changed and len(changed) == 5
+
+
+def test_a_failed_job_is_run_again_only_with_resubmit(ray_head, farm):
+    blocker = farm["root"] / "not-a-dir"
+    blocker.write_text("a file where the store's folder should be")
+    args = ["submit", HEIST, "--store", blocker / "store", "--out", farm["root"] / "failed"]
+    first = reelfarm(ray_head, *args, "--wait")
+    assert first.returncode == 1, first.stderr  # the render on the cluster exits 2
+    job_id = first.stdout.strip()
+    assert f"{job_id}: FAILED" in first.stderr
+    st = json.loads(reelfarm(ray_head, "status", job_id, "--json").stdout)
+    assert st["state"] == "FAILED" and st["totals"] is None
+    assert st["run_note"] == "the job wrote no run record"
+
+    again = reelfarm(ray_head, *args)
+    assert again.returncode == 2 and again.stdout == ""
+    assert f"{job_id} was already submitted and FAILED" in again.stderr
+    assert "--resubmit" in again.stderr
+
+    rerun = reelfarm(ray_head, *args, "--resubmit", "--wait")
+    assert rerun.returncode == 1
+    assert rerun.stdout.strip() == job_id
+    assert f"submitted {job_id}" in rerun.stderr  # a new job under the same id
+    listed = json.loads(reelfarm(ray_head, "jobs", "--json").stdout)
+    assert [j["job_id"] for j in listed].count(job_id) == 1
+
+
+def test_cancel_stops_a_running_render(ray_head, farm, api_env, tmp_path):
+    # 16 one-minute shots at 640x352: minutes of rendering on two CPUs.
+    doc = story_dict([{"id": "reel", "shots": [shot(f"s{i:02d}", duration=60.0)
+                                               for i in range(16)]}],
+                     name="longreel", profile={"width": 640, "height": 352, "fps": 12})
+    path = write_story(tmp_path / "longreel.yaml", doc)
+    out = farm["root"] / "longreel"
+    r = reelfarm(ray_head, "submit", path, "--store", farm["store"], "--out", out)
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip()
+
+    def rendering():
+        st = orchestrator.job_status(job_id)
+        assert st.state in ("PENDING", "RUNNING"), st
+        return st.run_status == "running"
+
+    wait_for(rendering, "the render to start")
+    c = reelfarm(ray_head, "cancel", job_id)
+    assert c.returncode == 0, c.stderr
+    assert c.stdout.strip() == f"{job_id}: stop requested"
+    st = orchestrator.wait_job(job_id, timeout=120)
+    assert st.state == "STOPPED"
+    assert st.run_status == "running"  # the record was never finished: the render was stopped
+    assert st.totals["rendered"] < 16
+    assert not (out / "masters").exists()
+    c2 = reelfarm(ray_head, "cancel", job_id)
+    assert c2.returncode == 0
+    assert "already ended (STOPPED)" in c2.stdout
+
+
+def test_without_the_token_the_cluster_refuses_with_one_clear_line(ray_head, farm, tmp_path):
+    # no token anywhere: not in the environment, and an empty HOME (no ~/.ray/auth_token)
+    bare = ray_head.client_env(RAY_AUTH_TOKEN=None, RAY_AUTH_MODE=None, HOME=str(tmp_path))
+    for args in (["jobs"], ["status", "reelfarm-heist-000000000000"],
+                 ["submit", HEIST, "--store", farm["store"], "--out", farm["out"]]):
+        r = reelfarm(ray_head, *args, env=bare)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stdout == ""
+        assert r.stderr.splitlines() == [
+            f"error: the Ray cluster at {ray_head.address} requires token authentication "
+            "(401 unauthorized): set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
+            "RAY_AUTH_TOKEN_PATH, a file holding it)"
+        ]
+    wrong_token = "0" * 64
+    wrong = ray_head.client_env(RAY_AUTH_TOKEN=wrong_token, HOME=str(tmp_path))
+    r = reelfarm(ray_head, "jobs", env=wrong)
+    assert r.returncode == 2
+    assert "refused the token from RAY_AUTH_TOKEN (403 forbidden)" in r.stderr
+    assert wrong_token not in r.stderr and len(r.stderr.splitlines()) == 1
+    # the token from a file works as well as from the environment
+    token_file = tmp_path / "token"
+    token_file.write_text(ray_head.token + "\n")
+    from_file = ray_head.client_env(RAY_AUTH_TOKEN=None, RAY_AUTH_TOKEN_PATH=str(token_file),
+                                    HOME=str(tmp_path))
+    assert reelfarm(ray_head, "jobs", env=from_file).returncode == 0
+
+
+def test_bad_input_and_an_unreachable_cluster_exit_2(ray_head, farm, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    r = reelfarm(ray_head, "jobs", "--address", f"http://127.0.0.1:{closed}")
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"error: cannot reach the Ray dashboard at http://127.0.0.1:{closed}")
+    r = reelfarm(ray_head, "status", "reelfarm-heist-000000000000")
+    assert r.returncode == 2
+    assert "no job 'reelfarm-heist-000000000000'" in r.stderr
+    r = reelfarm(ray_head, "logs", "../api/version")
+    assert r.returncode == 2 and "is not a job id" in r.stderr
+    bad = ROOT / "manifests" / "invalid" / "dangling-next.yaml"
+    r = reelfarm(ray_head, "submit", bad, "--store", farm["store"], "--out", farm["out"])
+    assert r.returncode == 2 and r.stderr.startswith(f"{bad}:")
+    no_store = ray_head.client_env(REELFARM_STORE=None)
+    r = reelfarm(ray_head, "submit", HEIST, "--out", farm["out"], env=no_store)
+    assert r.returncode == 2 and "submit needs --store" in r.stderr
+    r = reelfarm(ray_head, "submit", HEIST, "--store", farm["store"], "--out", farm["out"],
+                 "--", "--store", "/elsewhere")
+    assert r.returncode == 2 and "submit sets --store itself" in r.stderr
+    r = reelfarm(ray_head, "jobs", env=ray_head.client_env(RAY_ADDRESS="ray://head:10001"))
+    assert r.returncode == 2 and "needs the dashboard's HTTP address" in r.stderr
+
+
+def test_help_has_examples_and_the_auth_setup():
+    for cmd in ("submit", "jobs", "status", "logs", "cancel"):
+        r = CliRunner().invoke(main, [cmd, "--help"])
+        assert r.exit_code == 0
+        assert "Examples:" in r.output and f"reelfarm {cmd}" in r.output
+    r = CliRunner().invoke(main, ["submit", "--help"])
+    assert "RAY_AUTH_MODE=token" in r.output and "RAY_AUTH_TOKEN" in r.output
+
