@@ -27,22 +27,29 @@ def _fail(msg: str, code: int = EXIT_INVALID) -> None:
     sys.exit(code)
 
 
-def _load(source: str, s3_endpoint: str | None = None):
-    """Load and validate a manifest, or exit 2 with one line per problem."""
+def _read(source: str, s3_endpoint: str | None = None):
+    """Load and validate a manifest from a path or an s3:// URL: ``(manifest, problems)``."""
     from .loading import load_manifest
     from .sources import read_source
 
     try:
         data = read_source(source, s3_endpoint=s3_endpoint)
-    except OSError as e:
-        _fail(f"{source}: cannot read: {e.strerror or e}")
-    except StoreError as e:
-        _fail(f"{source}: {e}")
+    except (OSError, StoreError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        return None, [Problem(source, None, None, "", f"cannot read: {why}")]
     try:
-        return load_manifest(source, data)
+        return load_manifest(source, data), []
     except ManifestInvalid as e:
-        _print_problems(e.problems)
+        return None, e.problems
+
+
+def _load(source: str, s3_endpoint: str | None = None):
+    """Load and validate a manifest, or exit 2 with one line per problem."""
+    m, problems = _read(source, s3_endpoint)
+    if problems:
+        _print_problems(problems)
         sys.exit(EXIT_INVALID)
+    return m
 
 
 def _print_problems(problems: list[Problem]) -> None:
@@ -94,8 +101,10 @@ def main() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-def validate(files: tuple[str, ...]) -> None:
-    """Check story manifests; print one line per problem with FILE:LINE:COL.
+@click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+              help="Endpoint of an S3-compatible server, for s3:// manifests.")
+def validate(files: tuple[str, ...], s3_endpoint: str | None) -> None:
+    """Check story manifests (paths or s3:// URLs); one line per problem with FILE:LINE:COL.
 
     \b
     Exit 0 when every file is valid, 2 otherwise.
@@ -103,19 +112,17 @@ def validate(files: tuple[str, ...]) -> None:
       reelfarm validate manifests/*.yaml
     """
     from .expand import expand
-    from .loading import load_manifest
 
     bad = False
     for f in files:
-        try:
-            m = load_manifest(f)
-            plan = expand(m.story)
-        except ManifestInvalid as e:
-            _print_problems(e.problems)
-            bad = True
-            continue
-        except PlanError as e:
-            _print_problems(_plan_problems(m, e))
+        m, problems = _read(f, s3_endpoint)
+        if m is not None:
+            try:
+                plan = expand(m.story)
+            except PlanError as e:
+                problems = _plan_problems(m, e)
+        if problems:
+            _print_problems(problems)
             bad = True
             continue
         s = m.story.spec

@@ -106,3 +106,21 @@ def test_plan_json_is_machine_output_only(tmp_path):
     doc = json.loads(r.stdout)
     assert set(doc) >= {"story", "branches", "tasks", "critical_path_seconds"}
     assert doc["tasks"] == {"unique": 6, "naive": 8, "cached": 0, "to_render": 6}
+
+
+def test_validate_reads_manifests_from_s3(s3_url, s3_client):
+    from orchestrator.store.s3 import parse_s3_url
+
+    bucket, prefix = parse_s3_url(s3_url)
+    good = (ROOT / "manifests" / "heist.yaml").read_bytes()
+    bad = (ROOT / "manifests" / "invalid" / "cycle.yaml").read_bytes()
+    s3_client.put_object(Bucket=bucket, Key=f"{prefix}heist.yaml", Body=good)
+    s3_client.put_object(Bucket=bucket, Key=f"{prefix}cycle.yaml", Body=bad)
+    base = f"s3://{bucket}/{prefix}"
+    r = cli("validate", f"{base}heist.yaml", f"{base}cycle.yaml", f"{base}missing.yaml")
+    assert r.exit_code == 2
+    assert r.stdout.startswith(f"{base}heist.yaml: ok (")
+    err = r.stderr.strip().splitlines()
+    assert any(line.startswith(f"{base}cycle.yaml:") and "cycle" in line for line in err)
+    assert any(line.startswith(f"{base}missing.yaml: cannot read") for line in err)
+    assert "Traceback" not in r.stderr
