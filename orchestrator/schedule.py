@@ -216,12 +216,17 @@ class Scheduler:
                 self._make_ready(run)
         if self.progress:
             self.progress.start(self)
+        changed = True  # task states moved since branches were last looked at
         try:
             while True:
                 now = time.monotonic()
-                self._refresh_branches()
-                if self._finished():
-                    break
+                # Scanning every branch's tasks costs O(naive tasks): only after a change, or
+                # on the periodic tick (timeouts change states too).
+                if changed or now - self._last_prio > REPRIORITIZE_EVERY_S:
+                    self._refresh_branches()
+                    if self._finished():
+                        break
+                changed = False
                 if now - self._last_grow > GROW_EVERY_S:
                     self._grow()
                     self._last_grow = now
@@ -234,12 +239,17 @@ class Scheduler:
                 waiting += [w.ready_ref for w in self.workers.values() if not w.ready]
                 waiting += list(self.assembling)
                 if waiting:
-                    done, _ = ray.wait(waiting, num_returns=1, timeout=0.25)
+                    done, rest = ray.wait(waiting, num_returns=1, timeout=0.25)
+                    if done and rest:  # take every result that is already in, not one a turn
+                        more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                        done += more
                     for ref in done:
                         self._complete(ref)
+                    changed = bool(done)
                     self._check_timeouts()
                 elif not self._any_ready_soon():
                     self._stall()
+                    changed = True
                 else:
                     time.sleep(0.05)
                 if self.progress:
