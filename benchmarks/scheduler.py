@@ -1,0 +1,471 @@
+"""Scheduler benchmark: reelfarm's driver against the lower bound and two plain-Ray baselines.
+
+For each (shots, GPUs) configuration it generates a seeded branching story (segments that branch
+and reconverge, ``continuity: previous`` on some shots so continuity variants appear, a per-shot
+cost drawn from a lognormal of short sleeps), starts a local Ray with that many fake GPUs
+(``ray.init(num_gpus=N)``; a sleep costs no CPU, so N sleeping renderers fit on a small machine)
+and measures, in one run:
+
+* ``reelfarm.makespan_s``: the real :class:`orchestrator.schedule.Scheduler` with a local store
+  in a temporary directory, from ``Scheduler.run()`` until the last clip is in the store (actor
+  start-up included, Ray start-up excluded); ``total_s`` also includes assembling the masters;
+* ``lower_bound_s = max(critical path, total work / N)`` from the actual sleep costs, and
+  ``efficiency = lower_bound_s / makespan_s``;
+* baseline **per_path**: one Ray task per shot per branch path, each path's shots in sequence,
+  nothing shared between branches; baseline **ray_dag**: one Ray task per unique render task,
+  its conditioning task's result passed as an ObjectRef, submitted in plan order (Ray's own
+  scheduling). Both ``num_gpus=1`` per task, the same sleeps; makespans and ratios to reelfarm;
+* ``overhead``: reelfarm on the same story with zero-cost shots (what the driver, the actor
+  call, the clip encode and the store writes cost per task), beside the raw Ray actor-call rate
+  to a no-op method measured on the same cluster.
+
+The renderers still encode real clips (ffmpeg) and write them to the store, so frames are kept
+tiny (64x64, 2 frames per shot); the baselines only sleep, which favours them.
+
+Baseline tasks reuse their worker processes (``max_calls=0``). Ray's default for a task that
+asks for a GPU is ``max_calls=1``, a fresh worker process per task (``--baseline-max-calls 1``
+shows it), which on a real farm means loading the model for every shot.
+
+Prints one JSON document on stdout; progress goes to stderr. Not a test: nothing is asserted.
+
+    .venv/bin/python benchmarks/scheduler.py                     # 200,2000 shots x 8,32 GPUs
+    .venv/bin/python benchmarks/scheduler.py --quick             # 200 shots x 8 GPUs, smaller
+    .venv/bin/python benchmarks/scheduler.py --shots 500 --gpus 16 --seed 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+
+from actors.backends import Backend, Renderer, Resources, register_backend  # noqa: E402
+from orchestrator.expand import expand  # noqa: E402
+from orchestrator.manifest import Story  # noqa: E402
+from orchestrator.plan import RenderPlan  # noqa: E402
+from orchestrator.schedule import Scheduler, SchedulerOptions  # noqa: E402
+from orchestrator.store import open_store  # noqa: E402
+
+FPS = 8
+FRAMES = 2
+SIZE = 64
+
+
+def log(msg: str) -> None:
+    print(f"[scheduler-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- the synthetic backend ------------------------------------------------------------------------
+
+
+class _BenchRenderer(Renderer):
+    def __init__(self, costs: dict[str, float]) -> None:
+        self.costs = costs
+
+    def render(self, task, condition) -> Iterator[np.ndarray]:
+        cost = self.costs.get(task.shot, 0.0)
+        if cost > 0:
+            time.sleep(cost)
+        frame = np.full((task.profile.height, task.profile.width, 3), task.seed % 251, np.uint8)
+        for _ in range(task.frames):
+            yield frame
+
+
+class BenchSleepBackend(Backend):
+    """A render is a sleep of the shot's drawn cost (no CPU), then a tiny solid-colour clip."""
+
+    version = "1"
+
+    def __init__(self, name: str, costs: dict[str, float]) -> None:
+        self.name = name
+        self.costs = costs
+
+    def key_params(self, task) -> dict[str, Any]:
+        return {"cost": self.costs.get(task.shot, 0.0)}
+
+    def resources(self, renderer) -> Resources:
+        return Resources(num_cpus=0.0, num_gpus=1.0)
+
+    def seconds_per_frame(self, renderer, profile) -> float:
+        return 0.01
+
+    def create_renderer(self) -> Renderer:
+        return _BenchRenderer(self.costs)
+
+
+# -- the story ------------------------------------------------------------------------------------
+
+
+def make_story(shots: int, seed: int, *, layers: int, continuity: float, median_s: float,
+               sigma: float, backend: str) -> tuple[dict, dict[str, float]]:
+    """A start segment, then ``layers`` layers of two segments; every segment of a layer offers
+    both segments of the next (branches reconverge at every layer: 2**layers paths). Shots are
+    spread over the segments; a shot continues the previous one with probability
+    ``continuity`` (a segment's first shot too, so reconverging segments get variants)."""
+    rng = random.Random(seed)
+    names = ["s0"] + [f"l{k}{c}" for k in range(1, layers + 1) for c in "ab"]
+    per = [shots // len(names)] * len(names)
+    for i in range(shots - sum(per)):
+        per[i] += 1
+    costs: dict[str, float] = {}
+    segments = []
+    n = 0
+    for i, sid in enumerate(names):
+        seg_shots = []
+        for j in range(per[i]):
+            n += 1
+            shot_id = f"{sid}-{j:04d}"
+            cost = min(10 * median_s, median_s * math.exp(rng.gauss(0.0, sigma)))
+            costs[shot_id] = round(cost, 4)
+            shot: dict[str, Any] = {"id": shot_id, "prompt": f"shot {n}",
+                                    "duration": FRAMES / FPS}
+            if (i or j) and rng.random() < continuity:
+                shot["continuity"] = "previous"
+            seg_shots.append(shot)
+        seg: dict[str, Any] = {"id": sid, "shots": seg_shots}
+        layer = 0 if i == 0 else (i + 1) // 2
+        if layer < layers:
+            seg["choice"] = {
+                "prompt": "which way?",
+                "default": 0,
+                "options": [{"label": f"to {c}", "next": f"l{layer + 1}{c}"} for c in "ab"],
+            }
+        segments.append(seg)
+    doc = {
+        "apiVersion": "reelfarm/v1",
+        "kind": "Story",
+        "metadata": {"name": f"bench-{shots}-{seed}", "title": "scheduler benchmark"},
+        "spec": {
+            "profile": {"width": SIZE, "height": SIZE, "fps": FPS},
+            "renderer": {"backend": backend},
+            "seed": seed,
+            "start": "s0",
+            "masters": "all",
+            "segments": segments,
+        },
+    }
+    return doc, costs
+
+
+def task_costs(plan: RenderPlan, costs: dict[str, float]) -> dict[str, float]:
+    return {t.id: costs.get(t.shot, 0.0) for t in plan.tasks}
+
+
+def bounds(plan: RenderPlan, cost: dict[str, float], gpus: int,
+           fixed_s: float = 0.0) -> dict[str, float]:
+    """``max(critical path, work / N)``; ``fixed_s`` is added to every task (encode + store)."""
+    rem: dict[str, float] = {}
+    for t in reversed(plan.tasks):
+        tail = max((rem[d] for d in plan.dependents[t.id]), default=0.0)
+        rem[t.id] = cost[t.id] + fixed_s + tail
+    crit = max(rem.values(), default=0.0)
+    work = sum(cost.values()) + fixed_s * len(cost)
+    return {"critical_path_s": crit, "total_work_s": work,
+            "lower_bound_s": max(crit, work / gpus)}
+
+
+# -- Ray ------------------------------------------------------------------------------------------
+
+
+def start_ray(gpus: int) -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+    # address="local": a fresh Ray of our own, even where another is running on this machine
+    ray.init(address="local", num_cpus=gpus, num_gpus=gpus, include_dashboard=False,
+             log_to_driver=False, logging_level="ERROR")
+    settle()
+
+
+def settle(max_wait_s: float = 30.0) -> None:
+    """Let start-up work (prestarted workers) finish so it is not measured."""
+    try:
+        load = os.getloadavg
+    except AttributeError:
+        time.sleep(3)
+        return
+    cores = os.cpu_count() or 1
+    t0 = time.monotonic()
+    time.sleep(2)
+    while time.monotonic() - t0 < max_wait_s and load()[0] > cores * 1.5:
+        time.sleep(1)
+
+
+@ray.remote
+class _Noop:
+    def ping(self) -> None:
+        return None
+
+
+def actor_call_rate(calls: int) -> dict[str, float]:
+    a = _Noop.options(num_cpus=0).remote()
+    ray.get(a.ping.remote())
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        ray.get(a.ping.remote())
+    seq = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ray.get([a.ping.remote() for _ in range(calls)])
+    pipe = time.perf_counter() - t0
+    ray.kill(a)
+    return {
+        "calls": calls,
+        "sequential_calls_per_s": round(calls / seq, 1),
+        "sequential_ms_per_call": round(1000 * seq / calls, 3),
+        "pipelined_calls_per_s": round(calls / pipe, 1),
+    }
+
+
+# -- reelfarm -------------------------------------------------------------------------------------
+
+
+class _Clock:
+    """A quiet Progress stand-in that notes when actors and renders start and finish."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.first_start: float | None = None
+        self.last_render: float = self.t0
+        self.rendered = 0
+
+    def start(self, sched) -> None:
+        self.t0 = time.monotonic()
+
+    def task_started(self, sched, run, w) -> None:
+        if self.first_start is None:
+            self.first_start = time.monotonic()
+
+    def task_finished(self, sched, run) -> None:
+        self.last_render = time.monotonic()
+        self.rendered += 1
+
+    def branch_finished(self, sched, b) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        log(f"  note: {text}")
+
+    def tick(self, sched) -> None:
+        pass
+
+    def finish(self, sched) -> None:
+        pass
+
+
+def run_reelfarm(plan: RenderPlan, gpus: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="reelfarm-bench-") as tmp:
+        store_url = str(Path(tmp) / "store")
+        store = open_store(store_url)
+        clock = _Clock()
+        cpu0 = time.process_time()
+        sched = Scheduler(plan, store, store_url=store_url,
+                          options=SchedulerOptions(max_workers=gpus), progress=clock)
+        sched.lookup()
+        t0 = time.monotonic()
+        sched.run()
+        total = time.monotonic() - t0
+        cpu = time.process_time() - cpu0
+        counts = sched.counts()
+        secs = [r.seconds for r in sched.runs.values() if r.status == "rendered"]
+    return {
+        "makespan_s": round(clock.last_render - t0, 3),
+        "total_s": round(total, 3),
+        "first_dispatch_s": round((clock.first_start or t0) - t0, 3),
+        "driver_cpu_s": round(cpu, 3),
+        "rendered": counts["rendered"],
+        "failed": counts["failed"] + counts["blocked"],
+        "actor_render_s_sum": round(sum(secs), 3),
+        "model_switches": sched.model_switches(),
+    }
+
+
+# -- baselines ------------------------------------------------------------------------------------
+
+
+def _render_shot(cost: float, upstream: Any = None) -> float:
+    if cost > 0:
+        time.sleep(cost)
+    return cost
+
+
+def run_per_path(plan: RenderPlan, cost: dict[str, float], max_calls: int) -> dict[str, Any]:
+    """One task per shot per branch path; a path's shots in order; nothing shared."""
+    fn = ray.remote(num_gpus=1, max_calls=max_calls)(_render_shot)
+    t0 = time.monotonic()
+    tails = []
+    n = 0
+    for b in plan.branches:
+        prev = None
+        for tid in b.tasks:
+            prev = fn.remote(cost[tid], prev)
+            n += 1
+        tails.append(prev)
+    ray.get(tails)
+    return {"makespan_s": round(time.monotonic() - t0, 3), "tasks": n,
+            "work_s": round(sum(cost[t] for b in plan.branches for t in b.tasks), 3)}
+
+
+def run_ray_dag(plan: RenderPlan, cost: dict[str, float], max_calls: int) -> dict[str, Any]:
+    """One task per unique render task; its conditioning task's ref as an argument."""
+    fn = ray.remote(num_gpus=1, max_calls=max_calls)(_render_shot)
+    t0 = time.monotonic()
+    refs: dict[str, Any] = {}
+    for t in plan.tasks:
+        refs[t.id] = fn.remote(cost[t.id], refs[t.upstream] if t.upstream else None)
+    ray.get(list(refs.values()))
+    return {"makespan_s": round(time.monotonic() - t0, 3), "tasks": len(refs)}
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shots", type=parse_ints, default=None, help="e.g. 200,2000")
+    ap.add_argument("--gpus", type=parse_ints, default=None, help="fake GPUs, e.g. 8,32")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="200 shots x 8 GPUs, shorter sleeps")
+    ap.add_argument("--median-s", type=float, default=None,
+                    help="median per-shot sleep (default 0.3; 0.15 with --quick)")
+    ap.add_argument("--sigma", type=float, default=0.5, help="lognormal sigma of shot costs")
+    ap.add_argument("--layers", type=int, default=2,
+                    help="branching layers after the start segment (2**layers paths)")
+    ap.add_argument("--continuity", type=float, default=0.3,
+                    help="probability that a shot continues the previous one")
+    ap.add_argument("--baseline-max-calls", type=int, default=0,
+                    help="max_calls of the baseline tasks (0: reuse workers; Ray's GPU default 1)")
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--calls", type=int, default=2000, help="no-op actor calls for the rate")
+    args = ap.parse_args(argv)
+
+    shots_list = args.shots or ([200] if args.quick else [200, 2000])
+    gpus_list = args.gpus or ([8] if args.quick else [8, 32])
+    median = args.median_s if args.median_s is not None else (0.15 if args.quick else 0.3)
+
+    backend_name = "bench-sleep"
+    results = []
+    t_all = time.monotonic()
+    for shots in shots_list:
+        doc, costs = make_story(shots, args.seed, layers=args.layers,
+                                continuity=args.continuity, median_s=median,
+                                sigma=args.sigma, backend=backend_name)
+        register_backend(BenchSleepBackend(backend_name, costs))
+        plan = expand(Story.model_validate(doc))
+        cost = task_costs(plan, costs)
+        zdoc, zcosts = make_story(shots, args.seed + 1_000_003, layers=args.layers,
+                                  continuity=args.continuity, median_s=0.0, sigma=args.sigma,
+                                  backend=backend_name + "-zero")
+        register_backend(BenchSleepBackend(backend_name + "-zero", zcosts))
+        zplan = expand(Story.model_validate(zdoc))
+        for gpus in gpus_list:
+            log(f"shots={shots} gpus={gpus}: {len(plan.tasks)} tasks, "
+                f"{len(plan.branches)} branches; starting Ray")
+            start_ray(gpus)
+            b = bounds(plan, cost, gpus)
+            rate = actor_call_rate(args.calls)
+            log(f"  raw actor calls: {rate['sequential_calls_per_s']}/s sequential")
+            log("  reelfarm, zero-cost shots")
+            zero = run_reelfarm(zplan, gpus)
+            settle()
+            log("  reelfarm")
+            rf = run_reelfarm(plan, gpus)
+            eff = b["lower_bound_s"] / rf["makespan_s"] if rf["makespan_s"] > 0 else None
+            warm = rf["makespan_s"] - rf["first_dispatch_s"]
+            fixed = zero["actor_render_s_sum"] / max(1, zero["rendered"])
+            be = bounds(plan, cost, gpus, fixed)
+            log(f"  reelfarm makespan {rf['makespan_s']}s, lower bound "
+                f"{b['lower_bound_s']:.2f}s, efficiency {eff:.3f}")
+            entry: dict[str, Any] = {
+                "shots": shots,
+                "gpus": gpus,
+                "tasks": len(plan.tasks),
+                "naive_tasks": plan.naive_tasks,
+                "branches": len(plan.branches),
+                "variants": sum(1 for t in plan.tasks if "~" in t.id),
+                "critical_path_s": round(b["critical_path_s"], 3),
+                "total_work_s": round(b["total_work_s"], 3),
+                "lower_bound_s": round(b["lower_bound_s"], 3),
+                "reelfarm": {
+                    **rf,
+                    "efficiency": round(eff, 4) if eff else None,
+                    # from the first dispatch: actor start-up left out
+                    "efficiency_after_startup": round(b["lower_bound_s"] / warm, 4)
+                    if warm > 0 else None,
+                    # the bound with each task's measured encode + store cost added
+                    "lower_bound_with_encode_s": round(be["lower_bound_s"], 3),
+                    "efficiency_vs_encode_bound": round(be["lower_bound_s"] / rf["makespan_s"], 4)
+                    if rf["makespan_s"] > 0 else None,
+                },
+            }
+            zt = max(1, zero["rendered"])
+            entry["overhead"] = {
+                "zero_cost_makespan_s": zero["makespan_s"],
+                "tasks": zero["rendered"],
+                "ms_per_task_wall": round(1000 * zero["makespan_s"] / zt, 3),
+                "overhead_ms_per_task": round(1000 * zero["makespan_s"] * gpus / zt, 3),
+                "actor_render_ms_mean": round(1000 * zero["actor_render_s_sum"] / zt, 3),
+                "first_dispatch_s": zero["first_dispatch_s"],
+                "raw_actor_calls": rate,
+            }
+            if not args.no_baselines:
+                settle()
+                log("  baseline per_path")
+                pp = run_per_path(plan, cost, args.baseline_max_calls)
+                settle()
+                log("  baseline ray_dag")
+                rd = run_ray_dag(plan, cost, args.baseline_max_calls)
+                m = rf["makespan_s"]
+                entry["baselines"] = {
+                    "per_path": {**pp, "vs_reelfarm": round(pp["makespan_s"] / m, 3)},
+                    "ray_dag": {**rd, "vs_reelfarm": round(rd["makespan_s"] / m, 3)},
+                }
+                log(f"  per_path {pp['makespan_s']}s, ray_dag {rd['makespan_s']}s")
+            results.append(entry)
+    if ray.is_initialized():
+        ray.shutdown()
+    out = {
+        "benchmark": "scheduler",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+            "gpus": "fake (Ray resources num_gpus=N); a render is a sleep plus a tiny encode",
+        },
+        "settings": {
+            "seed": args.seed,
+            "median_cost_s": median,
+            "sigma": args.sigma,
+            "layers": args.layers,
+            "continuity": args.continuity,
+            "frames_per_shot": FRAMES,
+            "frame_size": f"{SIZE}x{SIZE}",
+            "baseline_max_calls": args.baseline_max_calls,
+        },
+        "results": results,
+        "seconds": round(time.monotonic() - t_all, 1),
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
