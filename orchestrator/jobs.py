@@ -451,10 +451,13 @@ def submit(manifest_path_or_url: str, *, address: str | None = None, store: str 
 
     ``store`` defaults to ``REELFARM_STORE``; ``out`` to ``REELFARM_OUT`` + ``<story>/``. Both
     are read and written by the cluster: use ``s3://`` URLs, or paths the cluster shares.
-    ``extra_args`` are more ``reelfarm render`` options (``["--retries", "4"]``), each passed as
-    one quoted argument. Returns the new job, or the existing one (``existing=True``) when the
-    same submission is pending, running or succeeded. Raises :class:`JobExists` when it failed
-    or was stopped, unless ``resubmit`` (then the old job record is replaced by a new run).
+    ``s3_endpoint`` (default ``AWS_ENDPOINT_URL``) reads an ``s3://`` manifest and is passed to
+    the job when the store or out is in S3. ``extra_args`` are more ``reelfarm render`` options
+    (``["--retries", "4"]``), each passed as one quoted argument.
+
+    Returns the new job, or the existing one (``existing=True``) when the same submission is
+    pending, running or succeeded. Raises :class:`JobExists` when it failed or was stopped,
+    unless ``resubmit`` (then the old job record is replaced by a new run).
     """
     s3_endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
     extra = _check_extra(extra_args)
@@ -464,6 +467,8 @@ def submit(manifest_path_or_url: str, *, address: str | None = None, store: str 
     if not out and os.environ.get("REELFARM_OUT"):
         out = os.environ["REELFARM_OUT"].rstrip("/") + f"/{name}/"
     out_url = _location(out, "out")
+    if not any(u.startswith("s3://") for u in (store_url, out_url)):
+        s3_endpoint = None  # read the manifest with it; the job itself has no use for it
     job_id = submission_id(name, data, store=store_url, out=out_url, s3_endpoint=s3_endpoint,
                            extra_args=extra)
     client = _Client(address)
