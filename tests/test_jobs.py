@@ -9,7 +9,9 @@ no output of any of them may contain the token.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -51,7 +53,10 @@ def wait_for(cond, what: str, timeout: float = 180, poll: float = 0.5):
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory):
     d = tmp_path_factory.mktemp("farm")
-    return {"store": d / "store", "out": d / "out" / "heist", "root": d}
+    # The job runs its entrypoint through a shell: this out path would run `touch pwned` (and
+    # break the command) if an argument were not quoted.
+    out = d / "out dir;$(touch pwned)'q" / "heist"
+    return {"store": d / "store", "out": out, "root": d}
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +102,10 @@ def test_status_shows_the_state_and_the_task_counts_of_the_run_record(ray_head, 
     assert doc["totals"] == report["totals"]
     assert doc["totals"]["unique"] == 6 and doc["totals"]["rendered"] == 6
     assert doc["store"] == str(farm["store"]) and doc["out"] == str(farm["out"])
+    assert shlex.split(doc["entrypoint"]) == [
+        "reelfarm", "render", "heist.yaml", "--store", str(farm["store"]),
+        "--out", str(farm["out"]), "--plain"]
+    assert not list(farm["root"].rglob("pwned")) and not list(ray_head.temp_dir.rglob("pwned"))
     # the record the job wrote is in the store
     assert report["run_id"] in open_store(str(farm["store"])).list_runs("heist")
 
@@ -130,6 +139,22 @@ def test_a_duplicate_submission_reports_the_existing_job(ray_head, heist, farm):
     assert open_store(str(farm["store"])).list_runs("heist") == runs_before
     table = reelfarm(ray_head, "jobs")
     assert re.search(rf"^{job_id}\s+SUCCEEDED\s+heist\s", table.stdout, re.M), table.stdout
+
+
+def test_the_id_depends_on_the_content_not_on_where_the_manifest_is_read(
+        ray_head, heist, farm, s3_client, s3_url):
+    from urllib.parse import urlparse
+
+    job_id = heist.stdout.strip()
+    u = urlparse(s3_url)
+    key = u.path.strip("/") + "/stories/heist.yaml"
+    s3_client.put_object(Bucket=u.netloc, Key=key, Body=HEIST.read_bytes())
+    env = dict(ray_head.env, **{k: v for k, v in os.environ.items() if k.startswith("AWS_")})
+    r = reelfarm(ray_head, "submit", f"s3://{u.netloc}/{key}", "--store", farm["store"],
+                 "--out", farm["out"], env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == job_id
+    assert "already submitted (SUCCEEDED)" in r.stderr
 
 
 def test_the_python_api_sees_the_same_job(api_env, heist, farm):
