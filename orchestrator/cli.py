@@ -250,6 +250,17 @@ def _print_plan(sched, doc: dict[str, Any]) -> None:
 # -- render --------------------------------------------------------------------------------
 
 
+def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from .store.base import run_path
+
+    if value is not None:
+        try:
+            run_path("story", value)
+        except ValueError:
+            raise click.BadParameter("letters, digits, '.', '_' and '-' only") from None
+    return value
+
+
 @main.command()
 @click.argument("file")
 @_store_options
@@ -268,10 +279,13 @@ def _print_plan(sched, doc: dict[str, Any]) -> None:
               "so every choice's outcome can be previewed early.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the summary.")
 @click.option("--plain", is_flag=True, help="One log line per event (the default without a TTY).")
+@click.option("--run-id", callback=_check_run_id,
+              help="Id of the run record (runs/<story>/<id>.json) [default: UTC time + random].")
 @_guard
 def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str | None,
            address: str | None, force: tuple[str, ...], retries: int, max_workers: int | None,
-           task_timeout: float | None, preview_first: bool, quiet: bool, plain: bool) -> None:
+           task_timeout: float | None, preview_first: bool, quiet: bool, plain: bool,
+           run_id: str | None) -> None:
     """Render what is missing and assemble one master per branch.
 
     \b
@@ -294,6 +308,7 @@ def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str |
         scheduler=SchedulerOptions(retries=retries, max_workers=max_workers,
                                    task_timeout=task_timeout, preview_first=preview_first),
         progress="quiet" if quiet else ("plain" if plain else "auto"),
+        run_id=run_id,
     )
     try:
         store = open_store(store_url, s3_endpoint=s3_endpoint)

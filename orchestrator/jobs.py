@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .errors import ManifestInvalid, Problem
+from .render import new_run_id
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
@@ -79,7 +80,7 @@ _ACTIVE_STATES = frozenset({"PENDING", "RUNNING"})
 #: Part of every submission id's hash: bump when the entrypoint's meaning changes.
 _SUBMIT_SCHEMA = "reelfarm-submit/1"
 #: Render options that ``submit`` sets itself and ``extra_args`` may not repeat.
-_OWN_OPTIONS = ("--store", "--out", "--s3-endpoint", "--address")
+_OWN_OPTIONS = ("--store", "--out", "--s3-endpoint", "--address", "--run-id")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _META = "reelfarm."  # prefix of the metadata keys reelfarm puts on its jobs
 
@@ -169,6 +170,7 @@ class _Meta:
     manifest_sha256: str = ""
     plan: str = ""
     source: str = ""
+    run_id: str = ""
 
     def to_metadata(self) -> dict[str, str]:
         return {_META + k: v for k, v in asdict(self).items()}
@@ -427,8 +429,9 @@ def _keys_digest(keys: Any) -> str:
 
 
 def _entrypoint(filename: str, store: str, out: str, s3_endpoint: str | None,
-                extra_args: Sequence[str]) -> str:
-    argv = ["reelfarm", "render", filename, "--store", store, "--out", out, "--plain"]
+                extra_args: Sequence[str], run_id: str) -> str:
+    argv = ["reelfarm", "render", filename, "--store", store, "--out", out, "--plain",
+            "--run-id", run_id]
     if s3_endpoint:
         argv += ["--s3-endpoint", s3_endpoint]
     argv += list(extra_args)
@@ -487,9 +490,9 @@ def submit(manifest_path_or_url: str, *, address: str | None = None, store: str 
     meta = _Meta(story=name, store=store_url, out=out_url, s3_endpoint=s3_endpoint or "",
                  manifest_sha256=hashlib.sha256(data).hexdigest(),
                  plan=_plan_digest(story, store_url, s3_endpoint),
-                 source=manifest_path_or_url[:500])
+                 source=manifest_path_or_url[:500], run_id=new_run_id())
     filename = f"{name}.yaml"
-    entry = _entrypoint(filename, store_url, out_url, s3_endpoint, extra)
+    entry = _entrypoint(filename, store_url, out_url, s3_endpoint, extra, meta.run_id)
     with tempfile.TemporaryDirectory(prefix="reelfarm-submit-") as tmp:
         Path(tmp, filename).write_bytes(data)
         try:
@@ -545,8 +548,8 @@ def _status(d: JobDetails, address: str) -> JobStatus:
 
 
 def _find_run(meta: _Meta, start_ms: int | None, end_ms: int | None) -> dict[str, Any] | None:
-    """The run record this job's render wrote: same story, started while the job ran, and
-    (when known) the same render keys."""
+    """The run record this job's render wrote: the run id it was given; for jobs submitted
+    without one, the run of the same story started while the job ran (same render keys)."""
     from .store import open_store
 
     url = meta.store
@@ -554,6 +557,8 @@ def _find_run(meta: _Meta, start_ms: int | None, end_ms: int | None) -> dict[str
         return None
     store = open_store(url, s3_endpoint=meta.s3_endpoint or None)
     try:
+        if meta.run_id:  # the job was told which run id to write
+            return store.get_run(meta.story, meta.run_id)
         lo = (start_ms or 0) / 1000 - 2
         hi = (end_ms / 1000 + 2) if end_ms else float("inf")
         found: list[dict[str, Any]] = []

@@ -38,6 +38,7 @@ class RenderOptions:
     force: frozenset[str] = field(default_factory=frozenset)
     scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
     progress: str = "auto"  # auto | live | plain | quiet
+    run_id: str | None = None  # default: a new time-ordered id
 
 
 @dataclass
@@ -108,7 +109,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
         options=opts.scheduler, progress=progress,
     )
     sched.lookup(set(opts.force))
-    run_id = new_run_id()
+    run_id = opts.run_id or new_run_id()
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     # A run record exists from the start, so `cache gc` never deletes what this run needs.

@@ -79,7 +79,7 @@ def test_outputs_agree_with_plan_json(crossroads):
     assert report["critical_path_seconds"] == plan["critical_path_seconds"]
     # the run record is kept in the store too
     runs = list((crossroads["store"] / "runs" / "crossroads").glob("*.json"))
-    assert [json.loads(r.read_text())["run_id"] for r in runs] == [report["run_id"]]
+    assert report["run_id"] in [json.loads(r.read_text())["run_id"] for r in runs]
 
 
 def test_second_render_renders_nothing_and_reuses_masters(crossroads, tmp_path):
@@ -135,3 +135,14 @@ def test_console_script_renders_the_small_example(tmp_path):
         "escape.mp4", "walk-away.mp4"]
     assert "\x1b[" not in r.stderr  # no TTY: plain lines, no control characters
     assert "succeeded" in r.stderr
+
+
+def test_run_id_names_the_run_record(crossroads, tmp_path):
+    store = crossroads["store"]
+    code, _, stderr = run_cli("render", CROSSROADS, "--store", str(store), "--out",
+                              str(tmp_path / "o"), "--run-id", "nightly-2026-11-23", "--quiet")
+    assert code == 0, stderr
+    record = json.loads((store / "runs" / "crossroads" / "nightly-2026-11-23.json").read_text())
+    assert record["run_id"] == "nightly-2026-11-23" and record["status"] == "succeeded"
+    code, _, stderr = run_cli("render", CROSSROADS, "--store", str(store), "--run-id", "../up")
+    assert code == 2 and "--run-id" in stderr
