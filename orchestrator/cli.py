@@ -16,7 +16,7 @@ import click
 from .errors import ManifestInvalid, Problem
 from .expand import PlanError
 from .render import EXIT_INVALID, RayConnectError, RenderOptions, dumps, plan_story, render_story
-from .schedule import SchedulerOptions, Unplaceable
+from .schedule import SchedulerOptions, Unplaceable, WorkerStartError
 from .store import DEFAULT_STORE, StoreError, open_store
 
 STORE_HELP = f"Store URL: a directory, file:///dir or s3://bucket/prefix [default: {DEFAULT_STORE}]"
@@ -75,6 +75,8 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(e))
         except Unplaceable as e:
             _fail(f"cannot place the plan on this cluster:\n{e}")
+        except WorkerStartError as e:
+            _fail(str(e), code=1)
 
     return wrapper
 

@@ -25,6 +25,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from actors.backends import Backend, Resources, get_backend
 
 from .keys import master_key
@@ -45,10 +47,17 @@ GROW_EVERY_S = 2.0
 REPRIORITIZE_EVERY_S = 2.0
 DEFAULT_SWITCH_COST_S = 10.0
 STARVING_NOTE_EVERY_S = 30.0
+MAX_START_FAILURES = 5
+RECORD_SOURCES = 3  # newest run records read for copies of action records (see lookup)
 
 
 class Interrupted(Exception):
     """The run was cancelled (Ctrl-C); finished clips are cached."""
+
+
+class WorkerStartError(Exception):
+    """Renderer actors keep failing to start (a broken worker environment, a backend that
+    cannot be imported there): nothing could ever render."""
 
 
 class Unplaceable(Exception):
@@ -118,6 +127,8 @@ class Pool:
     backend: Backend
     resources: Resources
     heaps: dict[str | None, list] = field(default_factory=lambda: defaultdict(list))
+    started: int = 0  # actors that came up
+    start_failures: int = 0  # actors that failed to come up before any did
 
     @property
     def label(self) -> str:
@@ -169,10 +180,27 @@ class Scheduler:
 
     # -- cache lookup ----------------------------------------------------------------------
     def lookup(self, force: set[str] = frozenset()) -> None:
-        """Mark tasks whose records exist (and whose blobs are present) as cached."""
-        records = self.store.get_actions([t.key for t in self.plan.tasks])
+        """Mark tasks whose records exist (and whose blobs are present) as cached.
+
+        Requests: which records exist (``action_sizes``: a listing on S3), the copies of the
+        records kept in the story's latest run records, a GET for each existing record without
+        a trusted copy, and one batched existence check of every blob the records name. A copy
+        is trusted only when a record of the same key and size is in the store and its blobs
+        are present; otherwise the record itself is read.
+        """
+        sizes = self.store.action_sizes([t.key for t in self.plan.tasks])
+        copies = self._recorded_copies(sizes)
+        records: dict[str, ActionRecord | None] = dict(copies)
+        records.update(self.store.get_actions([k for k in sizes if k not in copies]))
         refs = [o for r in records.values() if r for o in r.outputs.values()]
         present = self.store.has_blobs(refs) if refs else {}
+        # A copy whose blobs are gone may be older than the stored record: read the record.
+        stale = [k for k in copies if not all(present.get(o.sha256) for o in
+                                              copies[k].outputs.values())]
+        if stale:
+            records.update(self.store.get_actions(stale))
+            refs = [o for k in stale if records[k] for o in records[k].outputs.values()]
+            present.update(self.store.has_blobs(refs) if refs else {})
         for tid, run in self.runs.items():
             rec = records.get(run.task.key)
             if run.task.shot in force or tid in force:
@@ -184,6 +212,41 @@ class Scheduler:
             else:
                 run.status, run.record, run.reason = CACHED, rec, "cached"
                 run.node, run.seconds = rec.node, 0.0
+
+    def _recorded_copies(self, sizes: dict[str, int]) -> dict[str, ActionRecord]:
+        """Copies of action records from the story's latest run records (newest first, up to
+        the newest finished run) for the keys in ``sizes`` whose stored record has the copy's
+        exact size (a damaged or truncated record in the store is read, not trusted)."""
+        out: dict[str, ActionRecord] = {}
+        if not sizes:
+            return out
+        story = self.plan.story
+        for run_id in reversed(self.store.list_runs(story)[-RECORD_SOURCES:]):
+            doc = self.store.get_run(story, run_id)
+            if not isinstance(doc, dict):
+                continue
+            kept = doc.get("records")
+            for key, data in (kept.items() if isinstance(kept, dict) else ()):
+                if key in out or key not in sizes or not isinstance(data, dict):
+                    continue
+                try:
+                    rec = ActionRecord.model_validate({**data, "key": key})
+                except ValidationError:
+                    continue
+                if len(rec.to_json()) == sizes[key]:
+                    out[key] = rec
+            if doc.get("status") != "running":
+                break
+        return out
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """A compact copy of every action record this run used or made, by key (kept in the
+        run record so that the next lookup need not GET each record)."""
+        return {
+            r.record.key: r.record.model_dump(mode="json", exclude={"key"})
+            for r in self.runs.values()
+            if r.record is not None
+        }
 
     def lookup_masters(self) -> None:
         """Mark branches whose master is already in the store (all clips cached) as done."""
@@ -257,6 +320,9 @@ class Scheduler:
         except KeyboardInterrupt:
             self.shutdown()
             raise Interrupted() from None
+        except BaseException:
+            self.shutdown()
+            raise
         self.shutdown()
         if self.progress:
             self.progress.finish(self)
@@ -376,9 +442,6 @@ class Scheduler:
 
     def _grow(self) -> None:
         """Start actors for pools with ready work, up to what the cluster offers now."""
-        import ray
-
-        from actors.renderer import ShotRenderer
 
         cap_total = self.opts.max_workers or 1 << 30
         for pool in self.pools.values():
@@ -389,7 +452,7 @@ class Scheduler:
             for _ in range(max(0, want - have)):
                 opts = pool.resources.ray_options()
                 handle = (
-                    ray.remote(ShotRenderer)
+                    _remote_renderer()
                     .options(max_restarts=0, max_task_retries=0, max_concurrency=1, **opts)
                     .remote(self.store_url, self.s3_endpoint, pool.backend)
                 )
@@ -506,9 +569,19 @@ class Scheduler:
 
         try:
             info = ray.get(w.ready_ref)
-        except Exception:  # noqa: BLE001 - an actor that cannot start is replaced
+        except Exception as err:  # noqa: BLE001 - an actor that cannot start is replaced
             self._replace(w)
+            pool = self.pools[w.pool]
+            if pool.started == 0:
+                pool.start_failures += 1
+                if pool.start_failures >= MAX_START_FAILURES:
+                    cause = getattr(err, "cause", None) or err
+                    raise WorkerStartError(
+                        f"renderer actors ({pool.label}) failed to start "
+                        f"{pool.start_failures} times; last error: {_one_line(cause)}"
+                    ) from None
             return
+        self.pools[w.pool].started += 1
         w.ready, w.node = True, info["node"]
 
     def _rendered(self, w: Worker) -> None:
@@ -684,6 +757,22 @@ def _preview_segments(plan: RenderPlan) -> set[str]:
         if first_own is not None:
             out.add(first_own)
     return out
+
+
+_REMOTE_RENDERER: Any = None
+
+
+def _remote_renderer() -> Any:
+    """The renderer actor class, made remote once per process (each ``ray.remote`` exports
+    the class to the cluster again)."""
+    global _REMOTE_RENDERER
+    if _REMOTE_RENDERER is None:
+        import ray
+
+        from actors.renderer import ShotRenderer
+
+        _REMOTE_RENDERER = ray.remote(ShotRenderer)
+    return _REMOTE_RENDERER
 
 
 def _kill(handle: Any) -> None:

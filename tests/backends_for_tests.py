@@ -94,3 +94,15 @@ def use(backend: Backend) -> Backend:
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     register_backend(backend)
     return backend
+
+
+def _refuse_to_load(name: str):
+    raise RuntimeError(f"backend {name} cannot be loaded on this worker")
+
+
+class UnloadableBackend(SleepBackend):
+    """Pickles fine on the driver; unpickling it in a renderer actor fails, as a backend whose
+    dependencies are missing on the workers would."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, (self.name,))

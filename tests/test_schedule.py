@@ -172,3 +172,17 @@ def test_preview_first_starts_every_branch_opening_before_the_rest(ray_cluster, 
     order = [t.segment for t in started]
     last_preview = max(i for i, seg in enumerate(order) if seg in preview)
     assert all(seg in preview for seg in order[: last_preview + 1]), order
+
+
+def test_actors_that_cannot_start_end_the_run_with_their_error(ray_cluster, tmp_path):
+    from backends_for_tests import UnloadableBackend
+
+    from orchestrator.schedule import WorkerStartError
+
+    use(UnloadableBackend("sleep-unloadable"))
+    s = story([{"id": "only", "shots": [shot("a"), shot("b")]}],
+              renderer={"backend": "sleep-unloadable"})
+    with pytest.raises(WorkerStartError) as e:
+        render_story(s, opts(tmp_path))
+    assert "failed to start" in str(e.value)
+    assert "cannot be loaded on this worker" in str(e.value)
