@@ -239,6 +239,42 @@ def test_batched_action_lookup(h: Harness) -> None:
     assert sorted(h.store.iter_action_keys()) == sorted(present)
 
 
+@pytest.mark.parametrize("n", [10, 300])  # below and above S3's listing threshold
+def test_existing_actions_and_sizes(h: Harness, n: int) -> None:
+    clip = h.store.put_bytes(b"clip")
+    keys = [_key(f"{n}-{i}") for i in range(n)]
+    present = keys[::3]
+    for k in present:
+        h.store.put_action(_record(k, clip, seconds=float(len(k) % 7)))
+    # a damaged record exists (it has a size) but get_actions calls it a miss
+    damaged = keys[1]
+    h.write_raw(action_path(damaged), b"{not json")
+    asked = keys + [present[0]]  # duplicates are fine
+    assert h.store.existing_actions(asked) == {*present, damaged}
+    sizes = h.store.action_sizes(asked)
+    assert set(sizes) == {*present, damaged}
+    assert sizes[damaged] == len(b"{not json")
+    assert all(sizes[k] == len(_record(k, clip, seconds=float(len(k) % 7)).to_json())
+               for k in present)
+    h.store.delete_action(present[0])
+    assert present[0] not in h.store.existing_actions(keys)
+    assert h.store.existing_actions([]) == set()
+    with pytest.raises(ValueError):
+        h.store.existing_actions(["../config"])
+
+
+def test_has_blobs_many_refs(h: Harness) -> None:
+    """Existence and size of several hundred blobs, some absent, one with the wrong size."""
+    refs = [h.store.put_bytes(f"blob {i}".encode()) for i in range(150)]
+    absent = [BlobRef(sha256=_key(f"absent-{i}"), size=4) for i in range(150)]
+    wrong = BlobRef(sha256=refs[0].sha256, size=refs[0].size + 1)
+    got = h.store.has_blobs(refs[1:] + absent + [wrong])
+    assert len(got) == 300
+    assert all(got[r.sha256] for r in refs[1:])
+    assert not any(got[r.sha256] for r in absent)
+    assert got[wrong.sha256] is False
+
+
 def test_delete_action(h: Harness) -> None:
     rec = _record(_key(3), h.store.put_bytes(b"c"))
     h.store.put_action(rec)

@@ -462,8 +462,67 @@ def test_batched_lookups_of_1000_keys_are_concurrent(s3_url: str) -> None:
     flight.max = flight.total = 0
     has = s.has_blobs(refs)
     assert sum(has.values()) == 1 and has[clip.sha256]
-    assert flight.total == 1000
-    assert flight.max >= 8, flight.max
+    # above the threshold: one LIST per prefix cas/sha256/<hex digit> (a small store: one page
+    # each), concurrent
+    assert flight.total == 16
+    assert flight.max >= 2, flight.max
+
+    flight.max = flight.total = 0
+    assert s.existing_actions(keys) == present
+    assert flight.total == 16  # ac/<hex digit>
+    assert flight.max >= 2, flight.max
+
+
+class Requests:
+    """Counts requests by operation with a ``before-send`` hook (retries included)."""
+
+    def __init__(self, store: S3Store) -> None:
+        self.by_op: dict[str, int] = {}
+        self.lock = threading.Lock()
+        store.client.meta.events.register("before-send.s3", self)
+
+    def __call__(self, request: Any, event_name: str, **_: Any) -> None:
+        url = str(request.url)
+        op = request.method + (" list" if "list-type=2" in url else "")
+        with self.lock:
+            self.by_op[op] = self.by_op.get(op, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_op.values())
+
+
+def test_small_existence_checks_head_each_object(s3_url: str) -> None:
+    s = S3Store(s3_url, list_threshold=64)
+    clip = s.put_bytes(b"clip")
+    keys = [_key(f"small-{i}") for i in range(40)]
+    for k in keys[:10]:
+        s.put_action(_record(k, clip))
+    count = Requests(s)
+    assert s.existing_actions(keys) == set(keys[:10])
+    assert s.has_blobs([clip, BlobRef(sha256=_key("nope"), size=1)]) == {
+        clip.sha256: True, _key("nope"): False}
+    assert count.by_op == {"HEAD": 42}
+
+
+def test_shard_listing_is_paginated(s3_url: str) -> None:
+    """A shard with more objects than a page is listed page by page; nothing is missed."""
+    s = S3Store(s3_url, list_page_size=2, list_threshold=0)
+    refs = [s.put_bytes(f"page {i}".encode()) for i in range(400)]
+    shard = max({r.sha256[:2] for r in refs}, key=lambda d: sum(r.sha256[:2] == d for r in refs))
+    crowded = [r for r in refs if r.sha256[:2] == shard]
+    assert len(crowded) >= 3
+    count = Requests(s)
+    gone = BlobRef(sha256=shard + _key("gone")[2:], size=3)
+    got = s.has_blobs([*crowded, gone])
+    assert got == {**{r.sha256: True for r in crowded}, gone.sha256: False}
+    # the prefix cas/sha256/<digit> holds more than a page: its first page, then the shard
+    # cas/sha256/<2 digits>/ page by page
+    assert count.by_op == {"GET list": 1 + -(-len(crowded) // 2)}
+    # every prefix split into shards, some settled from the first page: nothing is missed
+    absent = [BlobRef(sha256=_key(f"none {i}"), size=3) for i in range(100)]
+    assert s.has_blobs(refs + absent) == {**{r.sha256: True for r in refs},
+                                          **{r.sha256: False for r in absent}}
 
 
 def test_sequential_store_is_observed_as_sequential(s3_url: str) -> None:

@@ -174,6 +174,20 @@ class Store(ABC):
     def get_action(self, key: str) -> ActionRecord | None:
         return self.get_actions([key])[key]
 
+    def action_sizes(self, keys: Iterable[str]) -> dict[str, int]:
+        """The size in bytes of each stored record among ``keys``; absent keys are left out.
+
+        Stores override this with a cheaper check than reading every record (a stat, a
+        listing); this default reads them, and leaves damaged records out too.
+        """
+        return {
+            k: len(rec.to_json()) for k, rec in self.get_actions(keys).items() if rec is not None
+        }
+
+    def existing_actions(self, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` have a record in the store (without reading the records)."""
+        return set(self.action_sizes(keys))
+
     @abstractmethod
     def put_action(self, record: ActionRecord) -> None:
         """Write (or replace) the record for ``record.key``. Call after its blobs exist."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -141,6 +142,13 @@ class LocalStore(Store):
                 continue
             rec = ActionRecord.from_json(data)
             out[key] = rec if rec is not None and rec.key == key else None
+        return out
+
+    def action_sizes(self, keys: Iterable[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for key in keys:
+            with contextlib.suppress(FileNotFoundError):
+                out[key] = self._abs(action_path(key)).stat().st_size
         return out
 
     def put_action(self, record: ActionRecord) -> None:

@@ -21,9 +21,15 @@ Layout under the prefix is the one of :mod:`orchestrator.store.base`. Behaviour:
   reading response bodies, on throttling (503 SlowDown, 429), server errors (500, 502, 503,
   504), request timeouts and dropped connections. botocore's own retries are switched off (its
   ``standard`` mode with one attempt) so attempts never multiply.
-* **Batched lookups** (``get_actions``, ``has_blobs``) run concurrently on a thread pool
-  (``concurrency``, default 32): a plan of 10,000 tasks is 10,000 requests in flight 32 at a
-  time, not 10,000 sequential round trips.
+* **Batched lookups** (``get_actions``, ``has_blobs``, ``action_sizes``) run concurrently on a
+  thread pool (``concurrency``, default 32), never as sequential round trips. Existence checks
+  (``has_blobs``, ``action_sizes``) of more than ``list_threshold`` (default 64) objects list
+  the prefixes the objects fall in instead of a HEAD per object (S3 prefixes match on the key
+  string): first by one hex character (``cas/sha256/a``, ``ac/a``: 16 LISTs), and where such a
+  prefix holds more than a page, by the two-character shards (``cas/sha256/ab/``, ``ac/ab``),
+  each paginated, all concurrent; a prefix holding a single wanted object gets a HEAD. A cached
+  plan of 1,000 tasks on a small store is then about 32 LISTs for existence, not 3,000
+  requests; on a store of millions of objects, its pages (at most 256 shards listed at once).
 
 Settings (constructor argument, else environment variable, else default):
 
@@ -249,6 +255,7 @@ class S3Store(Store):
         part_size: int = 16 * MiB,
         part_concurrency: int = 4,
         list_page_size: int = 1000,
+        list_threshold: int = 64,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
     ) -> None:
@@ -292,6 +299,7 @@ class S3Store(Store):
         self.multipart_threshold = max(self.part_size, multipart_threshold)
         self.part_concurrency = max(1, part_concurrency)
         self.list_page_size = max(1, min(1000, list_page_size))
+        self.list_threshold = max(0, list_threshold)
 
         config = Config(
             retries={"mode": "standard", "total_max_attempts": 1},  # our loop retries
@@ -534,26 +542,85 @@ class S3Store(Store):
             "DeleteObject", key, lambda: self._client.delete_object(Bucket=self.bucket, Key=key)
         )
 
+    def _sizes(self, keys: list[str], shard: Callable[[str, int], str]) -> dict[str, int]:
+        """The size of each of ``keys`` that exists (absent keys are left out).
+
+        Up to ``list_threshold`` keys: a HEAD each. Above: the keys are grouped by
+        ``shard(key, 1)`` (16 prefixes: one hex character), each group listed. A prefix holding
+        more than one page of objects is split into the shards ``shard(key, 2)`` (two hex
+        characters; those already covered by the first page are settled from it), which are
+        listed to the end, page by page. A group of a single key gets a HEAD instead. Groups
+        run concurrently; the requests grow with the pages of the prefixes listed, not with the
+        number of keys.
+        """
+        Group = tuple[int, list[str]]  # noqa: N806 - (depth, keys)
+        out: dict[str, int] = {}
+
+        def probe(item: Group) -> tuple[dict[str, int], list[Group]]:
+            depth, group = item
+            if len(group) == 1:
+                head = self._head(group[0])
+                return ({} if head is None else {group[0]: int(head.get("ContentLength", -1))}), []
+            wanted = set(group)
+            prefix = shard(group[0], depth)
+            found: dict[str, int] = {}
+            token: str | None = None
+            while True:
+                objs, token = self._list_page(prefix, token)
+                found.update((o["Key"], int(o.get("Size", -1))) for o in objs if o["Key"] in wanted)
+                if token is None:
+                    return found, []
+                if depth == 1:  # more than a page: split into the two-character shards
+                    last = objs[-1]["Key"] if objs else prefix
+                    subs: dict[str, list[str]] = {}
+                    for k in group:
+                        sub = shard(k, 2)
+                        if not (last > sub and not last.startswith(sub)):  # not covered yet
+                            subs.setdefault(sub, []).append(k)
+                    return found, [(2, g) for g in subs.values()]
+
+        if len(keys) <= self.list_threshold:
+            todo: list[Group] = [(0, [k]) for k in keys]
+        else:
+            by_shard: dict[str, list[str]] = {}
+            for k in keys:
+                by_shard.setdefault(shard(k, 1), []).append(k)
+            todo = [(1, g) for g in by_shard.values()]
+        while todo:
+            more: list[Group] = []
+            for found, split in self._pool_map(probe, todo):
+                out.update(found)
+                more += split
+            todo = more
+        return out
+
+    def _list_page(self, prefix: str, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of ``ListObjectsV2`` under ``prefix`` (retried): its objects and the token
+        of the next page (``None`` on the last page)."""
+        kw: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "MaxKeys": self.list_page_size,
+        }
+        if token:
+            kw["ContinuationToken"] = token
+        page = self._run("ListObjectsV2", prefix, lambda: self._client.list_objects_v2(**kw))
+        objs = page.get("Contents", []) or []
+        if not page.get("IsTruncated"):
+            return objs, None
+        nxt = page.get("NextContinuationToken")
+        if not nxt:
+            raise StoreError(f"{self.url}: ListObjectsV2 {prefix} is truncated without a token")
+        return objs, nxt
+
     def _list(self, prefix: str) -> Iterator[dict[str, Any]]:
         """Every object under ``prefix`` (full key), page by page, each page retried."""
         token: str | None = None
         while True:
-            kw: dict[str, Any] = {
-                "Bucket": self.bucket,
-                "Prefix": prefix,
-                "MaxKeys": self.list_page_size,
-            }
-            if token:
-                kw["ContinuationToken"] = token
-            page = self._run(
-                "ListObjectsV2", prefix, lambda kw=kw: self._client.list_objects_v2(**kw)
-            )
-            yield from page.get("Contents", []) or []
-            if not page.get("IsTruncated"):
+            objs, token = self._list_page(prefix, token)
+            yield from objs
+            if token is None:
                 return
-            token = page.get("NextContinuationToken")
-            if not token:
-                raise StoreError(f"{self.url}: ListObjectsV2 {prefix} is truncated without a token")
 
     def _stream(self, digest: str, sink_open: Callable[[], Any] | None) -> bytes | None:
         """Read a blob, hashing it; into memory (``sink_open`` None) or into a sink.
@@ -790,13 +857,11 @@ class S3Store(Store):
             raise
 
     def has_blobs(self, refs: Iterable[BlobRef]) -> dict[str, bool]:
-        unique = list({r.sha256: r for r in refs}.values())
-
-        def one(ref: BlobRef) -> tuple[str, bool]:
-            head = self._head(self.key_for(blob_path(ref.sha256)))
-            return ref.sha256, head is not None and int(head.get("ContentLength", -1)) == ref.size
-
-        return dict(self._pool_map(one, unique))
+        unique = {self.key_for(blob_path(r.sha256)): r for r in refs}
+        # blob keys are cas/sha256/ab/<digest>: shards cas/sha256/a, then cas/sha256/ab/
+        base = len(self.key_for("cas/sha256/"))
+        sizes = self._sizes(list(unique), lambda key, depth: key[: base + 2 * depth - 1])
+        return {r.sha256: sizes.get(key) == r.size for key, r in unique.items()}
 
     def iter_blobs(self) -> Iterator[BlobRef]:
         base = self.key_for("cas/sha256/")
@@ -823,6 +888,13 @@ class S3Store(Store):
             return k, rec if rec is not None and rec.key == k else None
 
         return dict(self._pool_map(one, unique))
+
+    def action_sizes(self, keys: Iterable[str]) -> dict[str, int]:
+        unique = {self.key_for(action_path(k)): k for k in keys}  # validates every key first
+        # record keys are ac/<key>.json: shards ac/a, then ac/ab (prefixes match on the string)
+        base = len(self.key_for("ac/"))
+        sizes = self._sizes(list(unique), lambda key, depth: key[: base + depth])
+        return {unique[key]: size for key, size in sizes.items()}
 
     def put_action(self, record: ActionRecord) -> None:
         self._put_small(self.key_for(action_path(record.key)), record.to_json(), "application/json")
