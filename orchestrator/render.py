@@ -113,7 +113,8 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     # A run record exists from the start, so `cache gc` never deletes what this run needs.
-    store.put_run(plan.story, run_id, _report(sched, run_id, started, t0, "running", store))
+    store.put_run(plan.story, run_id,
+                  _stored(sched, _report(sched, run_id, started, t0, "running", store)))
     status = "running"
     try:
         sched.lookup_masters()
@@ -130,7 +131,8 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
         from .schedule import Interrupted
 
         if not isinstance(err, Interrupted):
-            store.put_run(plan.story, run_id, _report(sched, run_id, started, t0, "error", store))
+            report = _report(sched, run_id, started, t0, "error", store)
+            store.put_run(plan.story, run_id, _stored(sched, report))
             raise
         status = "interrupted"
     branches = _publish_masters(sched, store, out) if status != "interrupted" else []
@@ -142,7 +144,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     report = _report(sched, run_id, started, t0, status, store)
     out.put_json("branches.json", branches)
     out.put_json("report.json", report)
-    store.put_run(plan.story, run_id, report)
+    store.put_run(plan.story, run_id, _stored(sched, report))
     code = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[status]
     return RenderResult(code, report, branches, out.url)
 
@@ -171,6 +173,13 @@ def _publish_masters(sched: Scheduler, store: Store, out) -> list[dict[str, Any]
             doc["error"] = b.error
         docs.append(doc)
     return docs
+
+
+def _stored(sched: Scheduler, report: dict[str, Any]) -> dict[str, Any]:
+    """The run record kept in the store: the report plus a copy of every action record the run
+    used or made (``records``, by key), which the next lookup of the story reads in one GET
+    instead of one GET per record. ``report.json`` in ``--out`` leaves them out."""
+    return {**report, "records": sched.records()}
 
 
 def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status: str,
