@@ -134,7 +134,10 @@ def make_story(shots: int, seed: int, *, layers: int, continuity: float, median_
             costs[shot_id] = round(cost, 4)
             shot: dict[str, Any] = {"id": shot_id, "prompt": f"shot {n}",
                                     "duration": FRAMES / FPS}
-            if (i or j) and rng.random() < continuity:
+            # The first shot of each layer's "a" segment (entered from both segments before it)
+            # always continues: continuity variants appear in every story.
+            forced = j == 0 and i >= 3 and sid.endswith("a")
+            if forced or ((i or j) and rng.random() < continuity):
                 shot["continuity"] = "previous"
             seg_shots.append(shot)
         seg: dict[str, Any] = {"id": sid, "shots": seg_shots}
@@ -355,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--calls", type=int, default=2000, help="no-op actor calls for the rate")
     args = ap.parse_args(argv)
+    # Ray prints cluster warnings on the driver's stdout; keep stdout for the one JSON document.
+    sys.stdout.flush()
+    json_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
 
     shots_list = args.shots or ([200] if args.quick else [200, 2000])
     gpus_list = args.gpus or ([8] if args.quick else [8, 32])
@@ -463,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "seconds": round(time.monotonic() - t_all, 1),
     }
-    print(json.dumps(out, indent=2))
+    json_out.write(json.dumps(out, indent=2) + "\n")
+    json_out.flush()
     return 0
 
 
