@@ -69,11 +69,17 @@ def heist(ray_head, farm):
 
 @pytest.fixture
 def api_env(ray_head, monkeypatch):
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
     for k, v in ray_head.env.items():
         if k.startswith("RAY_"):
             monkeypatch.setenv(k, v)
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
-    return ray_head
+    yield ray_head
+    monkeypatch.undo()
+    # Ray caches the auth mode and token per process: forget this head's, so a Ray cluster
+    # started later in this test session does not inherit them.
+    reset_auth_token_state()
 
 
 def test_submit_renders_the_story_to_masters_through_a_job(heist, farm):
