@@ -14,6 +14,7 @@ import dataclasses
 import os
 import subprocess
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -75,9 +76,45 @@ def concat_list(paths: Sequence[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_clips(clips: Sequence[Path], profile: ProfileLike) -> list[ClipInfo]:
-    """Probe every clip; raise :class:`SpecMismatch` naming each clip that does not fit."""
-    infos = [probe(c) for c in clips]
+def probe_workers() -> int:
+    """How many clips :func:`check_clips` probes at once: each probe is an ffmpeg process, so the
+    threads only wait; a few per core keeps the cores busy while processes start and exit."""
+    return max(2, min(32, 4 * (os.cpu_count() or 1)))
+
+
+def probe_clips(clips: Sequence[Path], workers: int | None = None) -> list[ClipInfo]:
+    """:func:`~actors.media.probe` each distinct clip once, ``workers`` at a time; one info per
+    entry of ``clips``, in order. A clip that cannot be read raises the error of the first such
+    clip in ``clips`` order (the probes not yet started are cancelled)."""
+    keys = [Path(c).resolve() for c in clips]
+    distinct: dict[Path, Path] = {}  # resolved path -> the first name it was given as
+    for k, c in zip(keys, clips, strict=True):
+        distinct.setdefault(k, Path(c))
+    workers = max(1, min(workers or probe_workers(), len(distinct)))
+    if workers == 1:
+        found = {k: probe(c) for k, c in distinct.items()}
+    else:
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="probe")
+        try:
+            futures = {k: pool.submit(probe, c) for k, c in distinct.items()}
+            found = {k: f.result() for k, f in futures.items()}
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    # a repeated clip's info names the path it was given as there (the same file either way)
+    out = []
+    for k, c in zip(keys, clips, strict=True):
+        info = found[k]
+        out.append(info if info.path == str(c) else dataclasses.replace(info, path=str(c)))
+    return out
+
+
+def check_clips(
+    clips: Sequence[Path], profile: ProfileLike, *, workers: int | None = None
+) -> list[ClipInfo]:
+    """Probe every clip; raise :class:`SpecMismatch` naming each clip that does not fit.
+
+    Distinct clips are probed concurrently, each once (see :func:`probe_clips`)."""
+    infos = probe_clips(clips, workers)
     problems: list[str] = []
     for i, info in enumerate(infos):
         found = spec_problems(info, profile)
