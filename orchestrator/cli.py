@@ -36,6 +36,7 @@ def _read(source: str, s3_endpoint: str | None = None):
         data = read_source(source, s3_endpoint=s3_endpoint)
     except (OSError, StoreError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        why = why.removeprefix(f"{source}: ")
         return None, [Problem(source, None, None, "", f"cannot read: {why}")]
     try:
         return load_manifest(source, data), []

@@ -140,7 +140,8 @@ def test_list_objects_filters_by_suffix_and_sorts(bucket, s3_client):
 def test_cli_reports_a_missing_or_oversized_s3_manifest_in_one_line(bucket, s3_client, tmp_path):
     code, _, stderr = cli("plan", f"{bucket}/stories/none.yaml", "--store", str(tmp_path))
     assert code == 2
-    assert stderr.startswith("error: ") and "no such object" in stderr
+    assert stderr.startswith(f"{bucket}/stories/none.yaml: cannot read: no such object")
+    assert len(stderr.strip().splitlines()) == 1
     assert "Traceback" not in stderr and DUMMY_SECRET_KEY not in stderr
     big = f"{bucket}/stories/big.yaml"
     put_text(s3_client, big, "#" * (MAX_MANIFEST_BYTES + 10))

@@ -116,26 +116,32 @@ def test_gpu_type_resource_places_shots_only_where_it_exists(ray_cluster, tmp_pa
     assert {t["node"].rsplit("/", 1)[1] for t in result.report["tasks"]} <= typed
 
 
-def test_losing_a_node_mid_run_requeues_its_tasks(ray_cluster, tmp_path):
-    use(SleepBackend("sleep-gpu", per_frame_s=0.08, gpus=1))
+def test_a_node_joining_mid_run_gets_actors_and_losing_it_requeues_its_tasks(
+        ray_cluster, tmp_path):
+    use(SleepBackend("sleep-gpu", per_frame_s=0.25, gpus=1))
     s = fan_story("sleep-gpu", n_branches=6, chain=4)
-    node = ray_cluster.add_node(num_cpus=2, num_gpus=2)
-    ray_cluster.wait_for_nodes()
     result: dict = {}
     th = threading.Thread(target=lambda: result.update(r=render_story(s, opts(tmp_path))))
     th.start()
+    # the run has started on the cluster as it was; now a node joins (an autoscaler's work)
+    store = tmp_path / "store" / "ac"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (store.exists() and any(store.glob("*.json"))):
+        time.sleep(0.05)
+    node = ray_cluster.add_node(num_cpus=2, num_gpus=2)
     # wait until the new node is rendering, then take it away
     node_id = node.node_id[:8]
     deadline = time.monotonic() + 120
-    store = tmp_path / "store" / "ac"
     while time.monotonic() < deadline:
         recs = [json.loads(p.read_text()) for p in store.glob("*.json")] if store.exists() else []
         if any(r["node"].endswith(node_id) for r in recs):
             break
         time.sleep(0.05)
+    grew = any(json.loads(p.read_text())["node"].endswith(node_id) for p in store.glob("*.json"))
     ray_cluster.remove_node(node)
     th.join(timeout=300)
     r = result["r"]
+    assert grew, "no shot ran on the node that joined mid-run"
     assert r.exit_code == 0, r.report["failures"]
     assert all(t["status"] == "rendered" for t in r.report["tasks"])
     assert r.report["totals"]["requeued"] >= 1
