@@ -13,7 +13,9 @@ then measures, in one run and against the same server:
 * ``sequential_head_s``: the same number of HEAD requests as the story has tasks, one after
   the other, with a plain boto3 client (what a per-task existence check in sequence costs);
 * ``ratio``: ``sequential_head_s / plan_s`` and ``sequential_head_s / noop_render_s`` (above 1:
-  the whole cached plan costs less than one sequential request per task).
+  the whole cached plan costs less than one sequential request per task);
+* ``lookup_requests``: the requests of the plan's cache lookup (``lookup``), beside those of
+  the same lookup done object by object (``per_object``: a GET per record, a HEAD per blob).
 
 Each measurement is repeated ``--repeat`` times; the JSON has every sample and the median.
 Note that moto is a Python server sharing the machine's cores with the client: a real S3 or
@@ -136,6 +138,27 @@ def start_moto() -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
+def count_lookup_requests(doc: dict[str, Any], store_url: str) -> dict[str, int]:
+    """Requests of the cache lookup of the cached story, and of the same lookup object by
+    object (what it cost before listings and the run record's copies of the records)."""
+    from orchestrator.manifest import Story
+    from orchestrator.render import plan_story
+    from orchestrator.schedule import Scheduler
+    from orchestrator.store.s3 import S3Store
+
+    store = S3Store(store_url)
+    plan = plan_story(Story.model_validate(doc), store)
+    n0 = store.requests
+    sched = Scheduler(plan, store, store_url=store_url)
+    sched.lookup()
+    assert all(r.status == "cached" for r in sched.runs.values())
+    lookup = store.requests - n0
+    one_by_one = S3Store(store_url, list_threshold=1 << 30)  # a HEAD per blob
+    records = one_by_one.get_actions([t.key for t in plan.tasks])
+    one_by_one.has_blobs([o for r in records.values() if r for o in r.outputs.values()])
+    return {"tasks": len(plan.tasks), "lookup": lookup, "per_object": one_by_one.requests}
+
+
 def timed(fn) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()
@@ -195,6 +218,8 @@ def main() -> None:
             clips = [t["clip"] for t in first["tasks"]]
             keys = [open_store(store_url).key_for(blob_path(d)) for d in clips]
 
+            lookup_requests = count_lookup_requests(story_doc(args.shots), store_url)
+            log(f"lookup requests: {lookup_requests}")
             plan_s, noop_s, head_s = [], [], []
             doc: dict[str, Any] = {}
             for i in range(args.repeat):
@@ -236,6 +261,7 @@ def main() -> None:
             "sequential_head_over_plan": round(med(head_s) / med(plan_s), 2),
             "sequential_head_over_noop_render": round(med(head_s) / med(noop_s), 2),
         },
+        "lookup_requests": lookup_requests,
         "samples": {"plan_s": [round(x, 3) for x in plan_s],
                     "noop_render_s": [round(x, 3) for x in noop_s],
                     "sequential_head_s": [round(x, 3) for x in head_s]},
