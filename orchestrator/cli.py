@@ -15,7 +15,16 @@ import click
 
 from .errors import ManifestInvalid, Problem
 from .expand import PlanError
-from .render import EXIT_INVALID, RayConnectError, RenderOptions, dumps, plan_story, render_story
+from .render import (
+    EXIT_INVALID,
+    RayConnectError,
+    RenderOptions,
+    UnknownShots,
+    check_force,
+    dumps,
+    plan_story,
+    render_story,
+)
 from .schedule import SchedulerOptions, Unplaceable, WorkerStartError
 from .store import DEFAULT_STORE, StoreError, open_store
 
@@ -174,7 +183,10 @@ def plan(file: str, store_url: str | None, s3_endpoint: str | None, force: tuple
     except PlanError as e:
         _print_problems(_plan_problems(m, e))
         sys.exit(EXIT_INVALID)
-    _check_force(p, force)
+    try:
+        check_force(p, force)
+    except UnknownShots as e:
+        _fail(str(e))
     sched = Scheduler(p, store, store_url=store_url or store.url)
     sched.lookup(set(force))
     doc = plan_document(sched)
@@ -182,13 +194,6 @@ def plan(file: str, store_url: str | None, s3_endpoint: str | None, force: tuple
         click.echo(dumps(doc), nl=False)
         return
     _print_plan(sched, doc)
-
-
-def _check_force(p, force: tuple[str, ...]) -> None:
-    known = {t.shot for t in p.tasks} | {t.id for t in p.tasks}
-    unknown = [f for f in force if f not in known]
-    if unknown:
-        _fail(f"--force names shots that are not in the story: {', '.join(unknown)}")
 
 
 def plan_document(sched) -> dict[str, Any]:
@@ -314,12 +319,12 @@ def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str |
         run_id=run_id,
     )
     try:
-        store = open_store(store_url, s3_endpoint=s3_endpoint)
-        _check_force(plan_story(m.story, store), force)
         result = render_story(m.story, opts)
     except PlanError as e:
         _print_problems(_plan_problems(m, e))
         sys.exit(EXIT_INVALID)
+    except UnknownShots as e:
+        _fail(str(e))
     _print_summary(result)
     sys.exit(result.exit_code)
 

@@ -92,8 +92,20 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+class UnknownShots(ValueError):
+    """``--force`` named shots the story does not have."""
+
+
 def plan_story(story: Story, store: Store) -> RenderPlan:
     return expand(story, salt=store.salt)
+
+
+def check_force(plan: RenderPlan, force: frozenset[str] | set[str] | tuple[str, ...]) -> None:
+    """Refuse ``--force`` names that are neither a shot nor a task of the plan."""
+    known = {t.shot for t in plan.tasks} | {t.id for t in plan.tasks}
+    unknown = [f for f in force if f not in known]
+    if unknown:
+        raise UnknownShots(f"--force names shots that are not in the story: {', '.join(unknown)}")
 
 
 def render_story(story: Story, opts: RenderOptions) -> RenderResult:
@@ -102,6 +114,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     store = open_store(opts.store, s3_endpoint=opts.s3_endpoint)
     store_url = opts.store or store.url
     plan = plan_story(story, store)
+    check_force(plan, opts.force)
     out = open_output(opts.out or f"./renders/{plan.story}", s3_endpoint=opts.s3_endpoint)
     progress = Progress(opts.progress)
     sched = Scheduler(

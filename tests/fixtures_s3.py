@@ -92,19 +92,25 @@ def _empty_prefix(client: Any, bucket: str, prefix: str) -> None:
         client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
 
 
-@pytest.fixture
-def s3_url(s3_client: Any) -> Iterator[str]:
+def new_s3_location(client: Any, name: str = "reelfarm") -> tuple[str, str]:
+    """A fresh ``(bucket, prefix)`` for one test: a new bucket on moto, or a new prefix in
+    ``REELFARM_TEST_S3_BUCKET`` on an external endpoint (emptied by the caller)."""
     tag = uuid.uuid4().hex[:12]
     if _external():
         bucket = os.environ.get("REELFARM_TEST_S3_BUCKET") or "reelfarm-test"
         try:
-            s3_client.head_bucket(Bucket=bucket)
+            client.head_bucket(Bucket=bucket)
         except Exception:  # noqa: BLE001 - missing: create it
-            s3_client.create_bucket(Bucket=bucket)
-        prefix = f"reelfarm-tests/{tag}"
-        yield f"s3://{bucket}/{prefix}"
+            client.create_bucket(Bucket=bucket)
+        return bucket, f"reelfarm-tests/{tag}"
+    bucket = f"{name}-{tag}"
+    client.create_bucket(Bucket=bucket)
+    return bucket, "store"
+
+
+@pytest.fixture
+def s3_url(s3_client: Any) -> Iterator[str]:
+    bucket, prefix = new_s3_location(s3_client)
+    yield f"s3://{bucket}/{prefix}"
+    if _external():
         _empty_prefix(s3_client, bucket, prefix + "/")
-    else:
-        bucket = f"reelfarm-{tag}"
-        s3_client.create_bucket(Bucket=bucket)
-        yield f"s3://{bucket}/store"

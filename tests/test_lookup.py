@@ -12,16 +12,14 @@ Tests that damage the store put back exactly what they took, so they may run in 
 from __future__ import annotations
 
 import json
-import os
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from backends_for_tests import SleepBackend, use
-from fixtures_s3 import _empty_prefix, _external
+from fixtures_s3 import _empty_prefix, new_s3_location
 from storybuild import shot, story
 
 from orchestrator.expand import expand
@@ -75,16 +73,7 @@ class Requests:
 
 @pytest.fixture(scope="module")
 def cached(ray_cluster, s3_client: Any, tmp_path_factory) -> Iterator[dict[str, Any]]:
-    if _external():
-        bucket = os.environ.get("REELFARM_TEST_S3_BUCKET") or "reelfarm-test"
-        try:
-            s3_client.head_bucket(Bucket=bucket)
-        except Exception:  # noqa: BLE001 - missing: create it
-            s3_client.create_bucket(Bucket=bucket)
-        prefix = f"reelfarm-tests/{uuid.uuid4().hex[:12]}"
-    else:
-        bucket, prefix = f"reelfarm-lookup-{uuid.uuid4().hex[:12]}", "store"
-        s3_client.create_bucket(Bucket=bucket)
+    bucket, prefix = new_s3_location(s3_client, "reelfarm-lookup")
     url = f"s3://{bucket}/{prefix}"
     use(SleepBackend("lookup-solid"))
     out = tmp_path_factory.mktemp("lookup") / "out"
