@@ -37,7 +37,17 @@ class ShotRenderer:
         self.node = _node_name()
 
     def info(self) -> dict[str, Any]:
+        """Finish starting, then say where this actor runs. The scheduler calls it once and
+        counts the actor ready when it returns, so the encoder's imports and the backend's
+        renderer are made here, before the first task (on a small node, dozens of actors
+        starting at once would otherwise pay for them inside their first renders); a backend
+        whose renderer cannot be made fails the actor's start, not a shot."""
         import ray
+
+        import actors.encode  # noqa: F401 - imported now rather than in the first render
+
+        if self._renderer is None:
+            self._renderer = self.backend.create_renderer()
 
         ctx = ray.get_runtime_context()
         return {

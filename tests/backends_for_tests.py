@@ -106,3 +106,11 @@ class UnloadableBackend(SleepBackend):
 
     def __reduce__(self):
         return (_refuse_to_load, (self.name,))
+
+
+class NoRendererBackend(SleepBackend):
+    """Loads on the workers but cannot make its renderer there, as a backend whose GPU or
+    weights are missing would."""
+
+    def create_renderer(self) -> Renderer:
+        raise RuntimeError(f"backend {self.name} found no device to render on")

@@ -15,6 +15,7 @@ from storybuild import shot, story
 from actors.media import probe
 from orchestrator.render import RenderOptions, render_story
 from orchestrator.schedule import SchedulerOptions, Unplaceable
+from orchestrator.store import open_store
 
 pytestmark = pytest.mark.cluster
 
@@ -192,3 +193,53 @@ def test_actors_that_cannot_start_end_the_run_with_their_error(ray_cluster, tmp_
         render_story(s, opts(tmp_path))
     assert "failed to start" in str(e.value)
     assert "cannot be loaded on this worker" in str(e.value)
+
+
+def test_a_renderer_that_cannot_be_made_fails_the_actor_start_not_the_shots(ray_cluster, tmp_path):
+    from backends_for_tests import NoRendererBackend
+
+    from orchestrator.schedule import WorkerStartError
+
+    use(NoRendererBackend("sleep-norenderer"))
+    s = story([{"id": "only", "shots": [shot("a"), shot("b")]}],
+              renderer={"backend": "sleep-norenderer"})
+    with pytest.raises(WorkerStartError) as e:
+        render_story(s, opts(tmp_path))
+    assert "found no device to render on" in str(e.value)
+    assert list(open_store(str(tmp_path / "store")).iter_action_keys()) == []
+
+
+def test_start_workers_brings_the_pool_up_before_run_and_run_uses_it(ray_cluster, tmp_path):
+    from orchestrator.expand import expand
+    from orchestrator.schedule import Scheduler
+
+    use(SleepBackend("sleep-warm", per_frame_s=0.01, gpus=1))
+    s = fan_story("sleep-warm", n_branches=4, chain=2)
+    store_url = str(tmp_path / "store")
+    sched = Scheduler(expand(s), open_store(store_url), store_url=store_url,
+                      options=SchedulerOptions(max_workers=3))
+    sched.lookup()
+    assert sched.start_workers(timeout_s=120) == 3
+    started = {w.id: w.node for w in sched.workers.values()}
+    assert all(w.ready and w.task is None for w in sched.workers.values())
+    assert sched.counts()["rendered"] == 0  # nothing dispatched yet
+
+    sched.run()
+    assert sched.counts()["rendered"] == len(sched.runs)
+    # every task ran on an actor that was up before run() began: none was started during it
+    assert {r.node for r in sched.runs.values()} <= set(started.values())
+    assert next(sched._wid) == max(started) + 1
+
+
+def test_start_workers_refuses_an_unplaceable_plan_and_leaves_no_actor(ray_cluster, tmp_path):
+    from orchestrator.expand import expand
+    from orchestrator.schedule import Scheduler
+
+    use(SleepBackend("sleep-huge", gpus=64))
+    s = story([{"id": "only", "shots": [shot("a")]}], renderer={"backend": "sleep-huge"})
+    store_url = str(tmp_path / "store")
+    sched = Scheduler(expand(s), open_store(store_url), store_url=store_url)
+    sched.lookup()
+    with pytest.raises(Unplaceable):
+        sched.start_workers(timeout_s=30)
+    assert sched.workers == {}
