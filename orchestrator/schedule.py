@@ -327,6 +327,36 @@ class Scheduler:
         if self.progress:
             self.progress.finish(self)
 
+    def start_workers(self, timeout_s: float | None = None) -> int:
+        """Start the renderer actors the pending work needs and wait until they are ready,
+        or until ``timeout_s`` has passed; returns how many are ready.
+
+        Optional: :meth:`run` starts actors itself as work and nodes allow. Calling this
+        first keeps actor start-up out of the first tasks (for a caller that wants the pool
+        up before it starts a clock, such as ``benchmarks/scheduler.py``). Raises what
+        :meth:`run` would for a plan no node can run or actors that cannot start, and then
+        leaves no actor behind."""
+        import ray
+
+        try:
+            self._check_placeable()
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            while True:
+                if self._last_grow == 0.0:  # first turn, or an actor was replaced
+                    self._grow()
+                    self._last_grow = time.monotonic()
+                starting = {w.ready_ref: w for w in self.workers.values() if not w.ready}
+                left = None if deadline is None else deadline - time.monotonic()
+                if not starting or (left is not None and left <= 0):
+                    break
+                done, _ = ray.wait(list(starting), num_returns=1, timeout=left)
+                for ref in done:
+                    self._worker_ready(starting[ref])
+        except BaseException:
+            self.shutdown()
+            raise
+        return sum(1 for w in self.workers.values() if w.ready)
+
     def shutdown(self) -> None:
         import ray
 
