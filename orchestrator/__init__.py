@@ -20,31 +20,72 @@ Jobs on a running Ray cluster, the verbs of ``reelfarm submit``/``jobs``/``statu
     print(status.state, status.totals)
 
 Everything else is implementation and may change.
+
+Most names load on first use, not at ``import orchestrator``: every renderer actor imports
+``orchestrator.store`` and ``orchestrator.plan``, and should not pay for the manifest loader,
+the scheduler and the jobs client at start-up. ``expand`` is imported at once: it shares its
+name with its module, which would otherwise replace it here when first imported.
 """
 
-from .errors import ManifestInvalid, Problem
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .expand import PlanError, expand
-from .jobs import (
-    JobAuthError,
-    JobError,
-    JobExists,
-    JobInfo,
-    JobNotFound,
-    JobStatus,
-    JobUnreachable,
-    cancel,
-    job_logs,
-    job_status,
-    list_jobs,
-    submit,
-    wait_job,
-)
-from .loading import Manifest, load_manifest
-from .manifest import Story
-from .plan import Branch, RenderPlan, RenderTask
-from .render import RenderOptions, RenderResult, render_story
-from .schedule import SchedulerOptions, Unplaceable
-from .store import Store, open_store
+
+if TYPE_CHECKING:
+    from .errors import ManifestInvalid, Problem
+    from .jobs import (
+        JobAuthError,
+        JobError,
+        JobExists,
+        JobInfo,
+        JobNotFound,
+        JobStatus,
+        JobUnreachable,
+        cancel,
+        job_logs,
+        job_status,
+        list_jobs,
+        submit,
+        wait_job,
+    )
+    from .loading import Manifest, load_manifest
+    from .manifest import Story
+    from .plan import Branch, RenderPlan, RenderTask
+    from .render import RenderOptions, RenderResult, render_story
+    from .schedule import SchedulerOptions, Unplaceable
+    from .store import Store, open_store
+
+_HOME = {
+    "ManifestInvalid": "errors", "Problem": "errors",
+    "PlanError": "expand", "expand": "expand",  # imported above
+    "JobAuthError": "jobs", "JobError": "jobs", "JobExists": "jobs", "JobInfo": "jobs",
+    "JobNotFound": "jobs", "JobStatus": "jobs", "JobUnreachable": "jobs", "cancel": "jobs",
+    "job_logs": "jobs", "job_status": "jobs", "list_jobs": "jobs", "submit": "jobs",
+    "wait_job": "jobs",
+    "Manifest": "loading", "load_manifest": "loading",
+    "Story": "manifest",
+    "Branch": "plan", "RenderPlan": "plan", "RenderTask": "plan",
+    "RenderOptions": "render", "RenderResult": "render", "render_story": "render",
+    "SchedulerOptions": "schedule", "Unplaceable": "schedule",
+    "Store": "store", "open_store": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value  # once loaded, a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "Branch",
