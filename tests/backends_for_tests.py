@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import ray
 import ray.cloudpickle
 
 from actors.backends import Backend, Renderer, Resources, register_backend
@@ -29,9 +30,10 @@ class _SleepRenderer(Renderer):
     def render(self, task, condition) -> Iterator[np.ndarray]:
         if task.shot in self.b.fail_shots:
             raise RuntimeError(f"deliberate failure of {task.shot}")
-        if self.b.log_dir:  # a trace of starts, for dependency checks
+        if self.b.log_dir:  # a trace of starts ("<time> <node id>"), for dependency checks
+            node = ray.get_runtime_context().get_node_id() or ""
             with open(os.path.join(self.b.log_dir, f"{task.key}.start"), "w") as f:
-                f.write(str(time.time()))
+                f.write(f"{time.time()} {node}")
         model = task.renderer.model
         self._load = 0.0
         if model and model not in self.models:

@@ -52,7 +52,7 @@ def test_dependents_never_start_before_their_conditioning_record_exists(ray_clus
     for t in expand(s).tasks:
         if t.upstream is None:
             continue
-        started = float((log / f"{t.key}.start").read_text())
+        started = float((log / f"{t.key}.start").read_text().split()[0])
         upstream_record = store / "ac" / f"{tasks[t.upstream]['key']}.json"
         assert upstream_record.stat().st_mtime <= started, (t.id, t.upstream)
         checked += 1
@@ -119,7 +119,9 @@ def test_gpu_type_resource_places_shots_only_where_it_exists(ray_cluster, tmp_pa
 
 def test_a_node_joining_mid_run_gets_actors_and_losing_it_requeues_its_tasks(
         ray_cluster, tmp_path):
-    use(SleepBackend("sleep-gpu", per_frame_s=0.25, gpus=1))
+    starts = tmp_path / "starts"
+    starts.mkdir()
+    use(SleepBackend("sleep-gpu", per_frame_s=0.25, gpus=1, log_dir=str(starts)))
     s = fan_story("sleep-gpu", n_branches=6, chain=4)
     result: dict = {}
     th = threading.Thread(target=lambda: result.update(r=render_story(s, opts(tmp_path))))
@@ -130,14 +132,24 @@ def test_a_node_joining_mid_run_gets_actors_and_losing_it_requeues_its_tasks(
     while time.monotonic() < deadline and not (store.exists() and any(store.glob("*.json"))):
         time.sleep(0.05)
     node = ray_cluster.add_node(num_cpus=2, num_gpus=2)
-    # wait until the new node is rendering, then take it away
-    node_id = node.node_id[:8]
+
+    def in_flight_on_new_node() -> bool:
+        """A shot has started on the new node and has no record yet: it is rendering there."""
+        for p in starts.glob("*.start"):
+            parts = p.read_text().split()
+            if len(parts) == 2 and parts[1] == node.node_id and not (
+                    store / f"{p.stem}.json").exists():
+                return True
+        return False
+
+    # wait until the new node has finished a shot and is rendering another, then take it away
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         recs = [json.loads(p.read_text()) for p in store.glob("*.json")] if store.exists() else []
-        if any(r["node"].endswith(node_id) for r in recs):
+        if any(r["node"].endswith(node.node_id[:8]) for r in recs) and in_flight_on_new_node():
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
+    node_id = node.node_id[:8]
     grew = any(json.loads(p.read_text())["node"].endswith(node_id) for p in store.glob("*.json"))
     ray_cluster.remove_node(node)
     th.join(timeout=300)
