@@ -1,44 +1,48 @@
 """Scheduler benchmark: reelfarm's driver against the lower bound and two plain-Ray baselines.
 
 For each (shots, GPUs) configuration it generates a seeded branching story (segments that branch
-and reconverge, ``continuity: previous`` on some shots so continuity variants appear, a per-shot
-cost drawn from a lognormal of sleeps, median 1 s: a farm's shots take seconds), starts a local
-Ray with that many fake GPUs (``ray.init(num_gpus=N)``; a sleep costs no CPU, so N sleeping
-renderers fit on a small machine) and measures, in one run:
+and reconverge, ``continuity: previous`` on some shots so continuity variants appear, shot
+lengths drawn from a lognormal and a render cost that follows the length, median 1 s, with
++-15 % noise no estimate sees: a farm's shots take seconds, and roughly what their length
+says), starts a local Ray with that many fake GPUs (``ray.init(num_gpus=N)``; a sleep costs no
+CPU, so N sleeping renderers fit on a small machine) and measures, in one run:
 
 * ``render_path_fixed_cost``: what the render path costs per task beyond the backend's sleep
   (frames, the ``ClipEncoder`` encode, clip, last frame and record into the store): zero-cost
   renders through ``actors.renderer.ShotRenderer.render``, one after another in one Ray task on
   the idle cluster; its median is the fixed cost below;
-* ``reelfarm.makespan_s``: the real :class:`orchestrator.schedule.Scheduler` with a local store
-  in a temporary directory, from ``Scheduler.run()`` until the last clip is in the store (actor
-  start-up included, Ray start-up excluded); ``total_s`` also includes assembling the masters;
 * ``lower_bound_s = max(critical path, total work / N)``, where a task's work is its sleep plus
-  the measured fixed cost, and ``efficiency = lower_bound_s / makespan_s``;
-  ``lower_bound_sleep_only_s`` is the same bound from the sleeps alone;
+  the measured fixed cost; ``lower_bound_sleep_only_s`` is the same bound from the sleeps alone;
+* ``reelfarm``: the real :class:`orchestrator.schedule.Scheduler` with a local store in a
+  temporary directory, its actors started (``Scheduler.start_workers``) before the clock, as
+  the baselines' workers are; ``makespan_s`` runs from ``Scheduler.run()`` until the last clip
+  is in the store, ``total_s`` also includes assembling the masters, and
+  ``efficiency = lower_bound_s / makespan_s``;
+* ``reelfarm_cold``: the same render with the actors' start-up inside the makespan, beside
+  ``bare_actor_startup_s``, what Ray takes to start N empty one-GPU actors on this machine;
 * baseline **per_path**: one Ray task per shot per branch path, each path's shots in sequence,
   nothing shared between branches; baseline **ray_dag**: one Ray task per unique render task,
   its conditioning task's record passed as an ObjectRef, submitted in plan order (Ray's own
   scheduling). Each baseline task does exactly what a reelfarm actor does for a task: it calls
   ``ShotRenderer.render`` on a plain object made in the task (same backend render, same encode,
-  same store writes, its own store in a temporary directory), ``num_gpus=1``. Makespans, and
-  ratios to reelfarm's (with and without its actor start-up; the baselines' workers are started
-  before they are timed);
+  same store writes, its own store in a temporary directory), ``num_gpus=1``; its workers are
+  started before it is timed. Makespans, and ratios to reelfarm's (``vs_reelfarm``, > 1 when
+  reelfarm is faster; ``vs_reelfarm_cold`` against the cold run);
 * ``overhead``: reelfarm on the same story with zero-cost shots (what the driver, the actor
   call, the clip encode and the store writes cost per task), beside the raw Ray actor-call rate
   to a no-op method measured on the same cluster;
 * ``assembly``: one master of 600 distinct clips joined by ``actors.assemble.concat_clips``,
   probing the clips one ffmpeg at a time (as it did) and concurrently (as it does).
 
-Clips are real (ffmpeg) but tiny (64x64, 2 frames per shot) so the encode stays small beside the
-sleeps; it is in every side's work alike.
+Clips are real (ffmpeg) but tiny (64x64, 8 frames for a median shot) so the encode stays small
+beside the sleeps; it is in every side's work alike.
 
 Baseline tasks reuse their worker processes (``max_calls=0``). Ray's default for a task that
 asks for a GPU is ``max_calls=1``, a fresh worker process per task (``--baseline-max-calls 1``
 shows it), which on a real farm means loading the model for every shot.
 
-The default (200 shots x 8,32 GPUs) takes about 10 minutes on 2 cores; ``--shots 2000`` is there
-for a bigger machine (per_path alone then runs 1,200 one-second shots in a row).
+The default (200 shots x 8,32 GPUs) takes about 10 minutes on 2 cores. ``--shots 2000`` runs
+for about an hour there: per_path alone renders 1,200 one-second shots in a row.
 
 Prints one JSON document on stdout; progress goes to stderr. Not a test: nothing is asserted.
 
@@ -78,7 +82,8 @@ from orchestrator.schedule import Scheduler, SchedulerOptions  # noqa: E402
 from orchestrator.store import open_store  # noqa: E402
 
 FPS = 8
-FRAMES = 2
+FRAMES = 2  # per clip in the assembly benchmark
+MEDIAN_FRAMES = 8  # a story's median shot length, in frames (1 s at FPS)
 SIZE = 64
 
 
@@ -103,13 +108,17 @@ class _BenchRenderer(Renderer):
 
 
 class BenchSleepBackend(Backend):
-    """A render is a sleep of the shot's drawn cost (no CPU), then a tiny solid-colour clip."""
+    """A render is a sleep of the shot's drawn cost (no CPU), then a tiny solid-colour clip.
+
+    Its estimate is the nominal ``per_frame_s`` (a real backend knows roughly what a frame costs
+    at its steps and size); the sleeps carry noise the estimate does not see."""
 
     version = "1"
 
-    def __init__(self, name: str, costs: dict[str, float]) -> None:
+    def __init__(self, name: str, costs: dict[str, float], per_frame_s: float) -> None:
         self.name = name
         self.costs = costs
+        self.per_frame_s = per_frame_s
 
     def key_params(self, task) -> dict[str, Any]:
         return {"cost": self.costs.get(task.shot, 0.0)}
@@ -118,7 +127,7 @@ class BenchSleepBackend(Backend):
         return Resources(num_cpus=0.0, num_gpus=1.0)
 
     def seconds_per_frame(self, renderer, profile) -> float:
-        return 0.01
+        return self.per_frame_s
 
     def create_renderer(self) -> Renderer:
         return _BenchRenderer(self.costs)
@@ -128,11 +137,16 @@ class BenchSleepBackend(Backend):
 
 
 def make_story(shots: int, seed: int, *, layers: int, continuity: float, median_s: float,
-               sigma: float, backend: str) -> tuple[dict, dict[str, float]]:
+               sigma: float, noise: float, backend: str) -> tuple[dict, dict[str, float]]:
     """A start segment, then ``layers`` layers of two segments; every segment of a layer offers
     both segments of the next (branches reconverge at every layer: 2**layers paths). Shots are
     spread over the segments; a shot continues the previous one with probability
-    ``continuity`` (a segment's first shot too, so reconverging segments get variants)."""
+    ``continuity`` (a segment's first shot too, so reconverging segments get variants).
+
+    A shot's length is drawn from a lognormal (median ``MEDIAN_FRAMES`` frames, ``sigma``), and
+    its cost is its frames at ``median_s / MEDIAN_FRAMES`` a frame, times a uniform factor in
+    ``1 ± noise`` that no estimate sees: a render costs about what its length says, not exactly.
+    Returns the manifest and each shot's cost in seconds."""
     rng = random.Random(seed)
     names = ["s0"] + [f"l{k}{c}" for k in range(1, layers + 1) for c in "ab"]
     per = [shots // len(names)] * len(names)
@@ -146,10 +160,12 @@ def make_story(shots: int, seed: int, *, layers: int, continuity: float, median_
         for j in range(per[i]):
             n += 1
             shot_id = f"{sid}-{j:04d}"
-            cost = min(10 * median_s, median_s * math.exp(rng.gauss(0.0, sigma)))
-            costs[shot_id] = round(cost, 4)
+            frames = max(1, min(10 * MEDIAN_FRAMES,
+                                round(MEDIAN_FRAMES * math.exp(rng.gauss(0.0, sigma)))))
+            factor = 1.0 + rng.uniform(-noise, noise)
+            costs[shot_id] = round(frames * median_s / MEDIAN_FRAMES * factor, 4)
             shot: dict[str, Any] = {"id": shot_id, "prompt": f"shot {n}",
-                                    "duration": FRAMES / FPS}
+                                    "duration": frames / FPS}
             # The first shot of each layer's "a" segment (entered from both segments before it)
             # always continues: continuity variants appear in every story.
             forced = j == 0 and i >= 3 and sid.endswith("a")
@@ -249,6 +265,18 @@ def actor_call_rate(calls: int) -> dict[str, float]:
     }
 
 
+def bare_actor_startup(n: int) -> float:
+    """Seconds for Ray to start ``n`` empty actors of one fake GPU each: the floor under any
+    pool of ``n`` renderer actors on this machine."""
+    t0 = time.perf_counter()
+    actors = [_Noop.options(num_cpus=0, num_gpus=1).remote() for _ in range(n)]
+    ray.get([a.ping.remote() for a in actors])
+    took = time.perf_counter() - t0
+    for a in actors:
+        ray.kill(a)
+    return round(took, 3)
+
+
 # -- reelfarm -------------------------------------------------------------------------------------
 
 
@@ -285,7 +313,9 @@ class _Clock:
         pass
 
 
-def run_reelfarm(plan: RenderPlan, gpus: int) -> dict[str, Any]:
+def run_reelfarm(plan: RenderPlan, gpus: int, *, warm: bool) -> dict[str, Any]:
+    """One render by the real Scheduler. ``warm``: its actors are started (``start_workers``)
+    before the clock, as the baselines' workers are; otherwise their start-up is timed too."""
     with tempfile.TemporaryDirectory(prefix="reelfarm-bench-") as tmp:
         store_url = str(Path(tmp) / "store")
         store = open_store(store_url)
@@ -294,6 +324,13 @@ def run_reelfarm(plan: RenderPlan, gpus: int) -> dict[str, Any]:
         sched = Scheduler(plan, store, store_url=store_url,
                           options=SchedulerOptions(max_workers=gpus), progress=clock)
         sched.lookup()
+        startup = None
+        if warm:
+            s0 = time.monotonic()
+            ready = sched.start_workers()
+            startup = round(time.monotonic() - s0, 3)
+            settle()
+            log(f"    {ready} actors ready in {startup}s")
         t0 = time.monotonic()
         sched.run()
         total = time.monotonic() - t0
@@ -303,6 +340,7 @@ def run_reelfarm(plan: RenderPlan, gpus: int) -> dict[str, Any]:
         masters = [b for b in sched.branches if b.status == "done"]
     return {
         "makespan_s": round(clock.last_render - t0, 3),
+        "actors_started_before_clock_s": startup,
         "total_s": round(total, 3),
         # masters are assembled as branches complete; this is what is left after the last clip
         "assembly_after_last_clip_s": round(t0 + total - clock.last_render, 3),
@@ -481,7 +519,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="200 shots x 8 GPUs, 0.3 s median, 200-clip assembly")
     ap.add_argument("--median-s", type=float, default=None,
                     help="median per-shot sleep (default 1.0; 0.3 with --quick)")
-    ap.add_argument("--sigma", type=float, default=0.5, help="lognormal sigma of shot costs")
+    ap.add_argument("--sigma", type=float, default=0.5,
+                    help="lognormal sigma of shot lengths (and so of their costs)")
+    ap.add_argument("--noise", type=float, default=0.15,
+                    help="a shot's cost varies by a uniform factor of 1 +- this, unseen by the "
+                         "scheduler's estimates")
     ap.add_argument("--layers", type=int, default=2,
                     help="branching layers after the start segment (2**layers paths)")
     ap.add_argument("--continuity", type=float, default=0.3,
@@ -517,15 +559,16 @@ def main(argv: list[str] | None = None) -> int:
     for shots in shots_list:
         doc, costs = make_story(shots, args.seed, layers=args.layers,
                                 continuity=args.continuity, median_s=median,
-                                sigma=args.sigma, backend=backend_name)
-        backend = BenchSleepBackend(backend_name, costs)
+                                sigma=args.sigma, noise=args.noise, backend=backend_name)
+        backend = BenchSleepBackend(backend_name, costs, median / MEDIAN_FRAMES)
         register_backend(backend)
         plan = expand(Story.model_validate(doc))
         cost = task_costs(plan, costs)
         zdoc, zcosts = make_story(shots, args.seed + 1_000_003, layers=args.layers,
                                   continuity=args.continuity, median_s=0.0, sigma=args.sigma,
+                                  noise=0.0,
                                   backend=backend_name + "-zero")
-        zbackend = BenchSleepBackend(backend_name + "-zero", zcosts)
+        zbackend = BenchSleepBackend(backend_name + "-zero", zcosts, 0.0)
         register_backend(zbackend)
         zplan = expand(Story.model_validate(zdoc))
         for gpus in gpus_list:
@@ -538,16 +581,21 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  render path fixed cost: median {fixed['median_s']}s")
             raw = bounds(plan, cost, gpus)
             b = bounds(plan, cost, gpus, fixed["median_s"])
-            log("  reelfarm, zero-cost shots")
-            zero = run_reelfarm(zplan, gpus)
+            startup = bare_actor_startup(gpus)
+            log(f"  {gpus} bare actors start in {startup}s")
             settle()
-            log("  reelfarm")
-            rf = run_reelfarm(plan, gpus)
-            m = rf["makespan_s"]
-            eff = b["lower_bound_s"] / m if m > 0 else None
-            warm = m - rf["first_dispatch_s"]
-            log(f"  reelfarm makespan {m}s, lower bound {b['lower_bound_s']:.2f}s, "
-                f"efficiency {eff:.3f}")
+            log("  reelfarm, zero-cost shots (actors warm)")
+            zero = run_reelfarm(zplan, gpus, warm=True)
+            settle()
+            log("  reelfarm, actors started inside the timing")
+            cold = run_reelfarm(plan, gpus, warm=False)
+            settle()
+            log("  reelfarm, actors warm")
+            rf = run_reelfarm(plan, gpus, warm=True)
+            lb = b["lower_bound_s"]
+            m, mc = rf["makespan_s"], cold["makespan_s"]
+            log(f"  reelfarm makespan {m}s warm, {mc}s cold; lower bound {lb:.2f}s, "
+                f"efficiency {lb / m:.3f} warm, {lb / mc:.3f} cold")
             entry: dict[str, Any] = {
                 "shots": shots,
                 "gpus": gpus,
@@ -562,30 +610,31 @@ def main(argv: list[str] | None = None) -> int:
                 # work = sleep + fixed cost per task; lower_bound_s = max(critical path, work / N)
                 "critical_path_s": round(b["critical_path_s"], 3),
                 "total_work_s": round(b["total_work_s"], 3),
-                "lower_bound_s": round(b["lower_bound_s"], 3),
+                "lower_bound_s": round(lb, 3),
                 # the same bound from the sleeps alone (no encode, no store)
                 "lower_bound_sleep_only_s": round(raw["lower_bound_s"], 3),
+                # Ray starting N empty one-GPU actors on this machine, measured in this run
+                "bare_actor_startup_s": startup,
+                # actors started before the clock, as the baselines' workers are
                 "reelfarm": {
                     **rf,
-                    "efficiency": round(eff, 4) if eff else None,
-                    # from the first dispatch: actor start-up left out
-                    "efficiency_after_startup": round(b["lower_bound_s"] / warm, 4)
-                    if warm > 0 else None,
-                    "efficiency_vs_sleep_only_bound": round(raw["lower_bound_s"] / m, 4)
-                    if m > 0 else None,
+                    "efficiency": round(lb / m, 4),
+                    "efficiency_vs_sleep_only_bound": round(raw["lower_bound_s"] / m, 4),
                 },
+                # the same render with its actors' start-up inside the makespan
+                "reelfarm_cold": {**cold, "efficiency": round(lb / mc, 4)},
             }
             zt = max(1, zero["rendered"])
             entry["overhead"] = {
                 "zero_cost_makespan_s": zero["makespan_s"],
                 "tasks": zero["rendered"],
                 "ms_per_task_wall": round(1000 * zero["makespan_s"] / zt, 3),
+                # actor-time per task: what N actors spent per task when shots cost nothing
                 "overhead_ms_per_task": round(1000 * zero["makespan_s"] * gpus / zt, 3),
                 "actor_render_ms_mean": round(1000 * zero["actor_render_s_sum"] / zt, 3),
                 # all N actors encoding at once on this machine's cores
                 "actor_render_ms_median_loaded": round(
                     1000 * (zero["actor_render_s_median"] or 0), 3),
-                "first_dispatch_s": zero["first_dispatch_s"],
                 "raw_actor_calls": rate,
             }
             if not args.no_baselines:
@@ -600,14 +649,17 @@ def main(argv: list[str] | None = None) -> int:
                         **r,
                         "warm_workers": warmed,
                         "efficiency": round(b["lower_bound_s"] / bm, 4),
-                        # > 1: reelfarm is faster; its makespan includes starting its actors
+                        # > 1: reelfarm is faster (both with workers started before the clock)
                         "vs_reelfarm": round(bm / m, 3),
-                        "vs_reelfarm_after_startup": round(bm / warm, 3) if warm > 0 else None,
+                        # against reelfarm with its actor start-up inside its makespan
+                        "vs_reelfarm_cold": round(bm / mc, 3),
                     }
                 entry["baselines"] = out_b
                 rd, pp = out_b["ray_dag"], out_b["per_path"]
                 log(f"  per_path {pp['makespan_s']}s, ray_dag {rd['makespan_s']}s")
             results.append(entry)
+            # each configuration's figures as soon as they exist, for a run cut short
+            log("result " + json.dumps(entry, separators=(",", ":")))
     if ray.is_initialized():
         ray.shutdown()
     out = {
@@ -623,9 +675,10 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "median_cost_s": median,
             "sigma": args.sigma,
+            "noise": args.noise,
+            "median_frames_per_shot": MEDIAN_FRAMES,
             "layers": args.layers,
             "continuity": args.continuity,
-            "frames_per_shot": FRAMES,
             "frame_size": f"{SIZE}x{SIZE}",
             "baseline_max_calls": args.baseline_max_calls,
             "baseline_work": "ShotRenderer.render in a Ray task: the same render, encode and "
