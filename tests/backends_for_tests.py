@@ -11,6 +11,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,12 @@ class SleepBackend(Backend):
 
     def create_renderer(self) -> Renderer:
         return _SleepRenderer(self)
+
+
+def start_trace(log_dir, key: str) -> tuple[float, str]:
+    """When and on which node (id) a ``SleepBackend(log_dir=...)`` render of ``key`` started."""
+    when, node = (Path(log_dir) / f"{key}.start").read_text().split()
+    return float(when), node
 
 
 def use(backend: Backend) -> Backend:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from backends_for_tests import SleepBackend, use
+from backends_for_tests import SleepBackend, start_trace, use
 from fixtures_ray import GPU_TYPE
 from storybuild import shot, story
 
@@ -52,7 +52,7 @@ def test_dependents_never_start_before_their_conditioning_record_exists(ray_clus
     for t in expand(s).tasks:
         if t.upstream is None:
             continue
-        started = float((log / f"{t.key}.start").read_text().split()[0])
+        started, _ = start_trace(log, t.key)
         upstream_record = store / "ac" / f"{tasks[t.upstream]['key']}.json"
         assert upstream_record.stat().st_mtime <= started, (t.id, t.upstream)
         checked += 1
@@ -185,7 +185,7 @@ def test_preview_first_starts_every_branch_opening_before_the_rest(ray_cluster, 
     from orchestrator.expand import expand
 
     plan = expand(s)
-    started = sorted(plan.tasks, key=lambda t: float((log / f"{t.key}.start").read_text()))
+    started = sorted(plan.tasks, key=lambda t: start_trace(log, t.key)[0])
     # root (the opening) and each branch's own first segment b0..b2 come before the end segment
     preview = {"root", "b0", "b1", "b2"}
     order = [t.segment for t in started]
