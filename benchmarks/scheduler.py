@@ -137,7 +137,8 @@ class BenchSleepBackend(Backend):
 
 
 def make_story(shots: int, seed: int, *, layers: int, continuity: float, median_s: float,
-               sigma: float, noise: float, backend: str) -> tuple[dict, dict[str, float]]:
+               sigma: float, noise: float, backend: str,
+               blind: bool = False) -> tuple[dict, dict[str, float]]:
     """A start segment, then ``layers`` layers of two segments; every segment of a layer offers
     both segments of the next (branches reconverge at every layer: 2**layers paths). Shots are
     spread over the segments; a shot continues the previous one with probability
@@ -146,7 +147,9 @@ def make_story(shots: int, seed: int, *, layers: int, continuity: float, median_
     A shot's length is drawn from a lognormal (median ``MEDIAN_FRAMES`` frames, ``sigma``), and
     its cost is its frames at ``median_s / MEDIAN_FRAMES`` a frame, times a uniform factor in
     ``1 ± noise`` that no estimate sees: a render costs about what its length says, not exactly.
-    Returns the manifest and each shot's cost in seconds."""
+    ``blind``: every shot is ``MEDIAN_FRAMES`` long and its cost alone is drawn from the
+    lognormal, so no estimate can tell shots apart. Returns the manifest and each shot's cost
+    in seconds."""
     rng = random.Random(seed)
     names = ["s0"] + [f"l{k}{c}" for k in range(1, layers + 1) for c in "ab"]
     per = [shots // len(names)] * len(names)
@@ -160,9 +163,12 @@ def make_story(shots: int, seed: int, *, layers: int, continuity: float, median_
         for j in range(per[i]):
             n += 1
             shot_id = f"{sid}-{j:04d}"
-            frames = max(1, min(10 * MEDIAN_FRAMES,
-                                round(MEDIAN_FRAMES * math.exp(rng.gauss(0.0, sigma)))))
+            spread = min(10.0, math.exp(rng.gauss(0.0, sigma)))
             factor = 1.0 + rng.uniform(-noise, noise)
+            if blind:
+                frames, factor = MEDIAN_FRAMES, factor * spread
+            else:
+                frames = max(1, round(MEDIAN_FRAMES * spread))
             costs[shot_id] = round(frames * median_s / MEDIAN_FRAMES * factor, 4)
             shot: dict[str, Any] = {"id": shot_id, "prompt": f"shot {n}",
                                     "duration": frames / FPS}
@@ -524,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise", type=float, default=0.15,
                     help="a shot's cost varies by a uniform factor of 1 +- this, unseen by the "
                          "scheduler's estimates")
+    ap.add_argument("--blind", action="store_true",
+                    help="every shot the same length, its cost alone drawn: nothing the "
+                         "scheduler can estimate from")
     ap.add_argument("--layers", type=int, default=2,
                     help="branching layers after the start segment (2**layers paths)")
     ap.add_argument("--continuity", type=float, default=0.3,
@@ -559,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     for shots in shots_list:
         doc, costs = make_story(shots, args.seed, layers=args.layers,
                                 continuity=args.continuity, median_s=median,
-                                sigma=args.sigma, noise=args.noise, backend=backend_name)
+                                sigma=args.sigma, noise=args.noise, backend=backend_name,
+                                blind=args.blind)
         backend = BenchSleepBackend(backend_name, costs, median / MEDIAN_FRAMES)
         register_backend(backend)
         plan = expand(Story.model_validate(doc))
@@ -676,6 +686,7 @@ def main(argv: list[str] | None = None) -> int:
             "median_cost_s": median,
             "sigma": args.sigma,
             "noise": args.noise,
+            "blind": args.blind,
             "median_frames_per_shot": MEDIAN_FRAMES,
             "layers": args.layers,
             "continuity": args.continuity,
