@@ -193,32 +193,24 @@ def test_preview_first_starts_every_branch_opening_before_the_rest(ray_cluster, 
     assert all(seg in preview for seg in order[: last_preview + 1]), order
 
 
-def test_actors_that_cannot_start_end_the_run_with_their_error(ray_cluster, tmp_path):
-    from backends_for_tests import UnloadableBackend
+@pytest.mark.parametrize(("kind", "message"), [
+    ("UnloadableBackend", "cannot be loaded on this worker"),  # unpickling fails on the worker
+    ("NoRendererBackend", "found no device to render on"),  # its renderer cannot be made there
+])
+def test_actors_that_cannot_start_end_the_run_with_their_error(ray_cluster, tmp_path, kind,
+                                                               message):
+    import backends_for_tests
 
     from orchestrator.schedule import WorkerStartError
 
-    use(UnloadableBackend("sleep-unloadable"))
-    s = story([{"id": "only", "shots": [shot("a"), shot("b")]}],
-              renderer={"backend": "sleep-unloadable"})
+    name = f"sleep-{kind.lower()}"
+    use(getattr(backends_for_tests, kind)(name))
+    s = story([{"id": "only", "shots": [shot("a"), shot("b")]}], renderer={"backend": name})
     with pytest.raises(WorkerStartError) as e:
         render_story(s, opts(tmp_path))
     assert "failed to start" in str(e.value)
-    assert "cannot be loaded on this worker" in str(e.value)
-
-
-def test_a_renderer_that_cannot_be_made_fails_the_actor_start_not_the_shots(ray_cluster, tmp_path):
-    from backends_for_tests import NoRendererBackend
-
-    from orchestrator.schedule import WorkerStartError
-
-    use(NoRendererBackend("sleep-norenderer"))
-    s = story([{"id": "only", "shots": [shot("a"), shot("b")]}],
-              renderer={"backend": "sleep-norenderer"})
-    with pytest.raises(WorkerStartError) as e:
-        render_story(s, opts(tmp_path))
-    assert "found no device to render on" in str(e.value)
-    assert list(open_store(str(tmp_path / "store")).iter_action_keys()) == []
+    assert message in str(e.value)
+    assert list(open_store(str(tmp_path / "store")).iter_action_keys()) == []  # no shot rendered
 
 
 def test_start_workers_brings_the_pool_up_before_run_and_run_uses_it(ray_cluster, tmp_path):
