@@ -299,7 +299,8 @@ def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str |
     \b
     Shots already in the store are not rendered again; a branch whose clips did not change is
     not re-assembled. Exit 0 when every master is written, 1 when some shots failed (every
-    other branch is still finished), 2 for invalid input, 130 when interrupted.
+    other branch is still finished), 2 for invalid input, 130 when interrupted (143 on
+    SIGTERM).
     Examples:
       reelfarm render manifests/heist.yaml
       reelfarm render manifests/heist.yaml --out renders/heist --force mara-closeup
@@ -325,6 +326,13 @@ def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str |
         sys.exit(EXIT_INVALID)
     except UnknownShots as e:
         _fail(str(e))
+    if result.report["status"] == "interrupted":
+        import signal
+
+        # Stopping: a further Ctrl-C or SIGTERM while the summary prints and Ray disconnects
+        # changes nothing and prints no traceback.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
     _print_summary(result)
     sys.exit(result.exit_code)
 
@@ -343,6 +351,10 @@ def _print_summary(result) -> None:
     click.echo(f"{r['story']}: {r['status']}: {what}; {masters} in {r['seconds']:.1f}s", err=True)
     for f in r["failures"]:
         click.echo(f"  failed {f['id']} on {f['node']}: {f['error']}", err=True)
+    for e in r.get("errors") or []:
+        click.echo(f"  error: {e}", err=True)
+    for rel in r.get("removed") or []:
+        click.echo(f"  removed {rel}: no finished branch of this run has that master", err=True)
     for b in result.branches:
         if b["master"]:
             click.echo(f"{result.out.rstrip('/')}/{b['master']['path']}")

@@ -23,6 +23,22 @@ class Output(ABC):
     def put_blob(self, rel: str, store: Store, ref: BlobRef) -> None:
         """Publish a verified copy of a store blob at ``rel`` (skipped when identical)."""
 
+    @abstractmethod
+    def get_json(self, rel: str) -> Any | None:
+        """A published JSON document, or ``None`` when it is missing or not JSON."""
+
+    @abstractmethod
+    def holds(self, rel: str, sha256: str) -> bool:
+        """Does ``rel`` hold exactly the bytes of digest ``sha256``?"""
+
+    @abstractmethod
+    def list_masters(self) -> list[str]:
+        """Published masters: ``masters/<name>.mp4`` paths."""
+
+    @abstractmethod
+    def remove(self, rel: str) -> None:
+        """Remove a published file (missing is fine)."""
+
 
 def _check_rel(rel: str) -> str:
     parts = rel.split("/")
@@ -51,6 +67,30 @@ class LocalOutput(Output):
             return  # already published
         dest.parent.mkdir(parents=True, exist_ok=True)
         store.get_file(ref.sha256, dest)
+
+
+    def get_json(self, rel: str) -> Any | None:
+        try:
+            return json.loads((self.root / _check_rel(rel)).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def holds(self, rel: str, sha256: str) -> bool:
+        try:
+            dest = self.root / _check_rel(rel)
+            return dest.is_file() and sha256_file(dest)[0] == sha256
+        except (OSError, ValueError):
+            return False
+
+    def list_masters(self) -> list[str]:
+        base = self.root / "masters"
+        if not base.is_dir():
+            return []
+        return sorted(f"masters/{p.name}" for p in base.iterdir()
+                      if p.suffix == ".mp4" and not p.name.startswith(".") and p.is_file())
+
+    def remove(self, rel: str) -> None:
+        (self.root / _check_rel(rel)).unlink(missing_ok=True)
 
 
 def open_output(url: str, *, s3_endpoint: str | None = None) -> Output:

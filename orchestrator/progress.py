@@ -90,8 +90,13 @@ class Progress:
     def finish(self, sched: Scheduler) -> None:
         if self._live is not None:
             self._live.update(self._view(sched))
-            self._live.stop()
-            self._live = None
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the live display (the terminal gets its cursor back); safe to call again."""
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop()
 
     # -- the live view ---------------------------------------------------------------------
     def summary(self, sched: Scheduler) -> str:

@@ -9,9 +9,13 @@ Outputs (DESIGN.md, CLI contract), under ``--out`` (default ``./renders/<story>/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,10 +27,11 @@ from .manifest import Story
 from .outputs import open_output
 from .plan import RenderPlan
 from .progress import Progress
-from .schedule import FAILED, Scheduler, SchedulerOptions
-from .store import Store, open_store
+from .schedule import FAILED, Interrupted, Scheduler, SchedulerOptions
+from .store import BlobMissing, CorruptBlob, Store, StoreError, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 143  # interrupted by SIGTERM (Ray's stop_job, a pod's deletion or deadline)
 
 
 @dataclass(frozen=True)
@@ -108,9 +113,58 @@ def check_force(plan: RenderPlan, force: frozenset[str] | set[str] | tuple[str, 
         raise UnknownShots(f"--force names shots that are not in the story: {', '.join(unknown)}")
 
 
+class _Signals:
+    """SIGINT and SIGTERM while a render runs: the first one stops the run (as Ctrl-C does,
+    by raising :class:`Stopped` in the main thread); once the run is being finalised, signals
+    are only remembered, so that records and the index are always written whole and a second
+    Ctrl-C prints no traceback."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.deferring = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.getsignal(sig)
+            self.install()
+        return self
+
+    def install(self) -> None:
+        """(Re)install the handlers: ``ray.init`` installs its own for SIGTERM."""
+        for sig in self._old:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = self.signum is None
+        self.signum = self.signum or signum
+        if first and not self.deferring:
+            raise Stopped(signum)
+
+    def defer(self) -> None:
+        self.deferring = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the render."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     """The whole render: raises :class:`~orchestrator.expand.PlanError`,
-    :class:`~orchestrator.schedule.Unplaceable` or :class:`RayConnectError` on bad input."""
+    :class:`~orchestrator.schedule.Unplaceable` or :class:`RayConnectError` on bad input.
+
+    The run record is always finalised, whatever ends the run: ``succeeded``, ``failed`` (some
+    shots or masters failed, or the store or ``--out`` failed while publishing), ``interrupted``
+    (SIGINT/SIGTERM) or ``error`` (an exception, raised again)."""
     store = open_store(opts.store, s3_endpoint=opts.s3_endpoint)
     store_url = opts.store or store.url
     plan = plan_story(story, store)
@@ -121,49 +175,143 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
         plan, store, store_url=store_url, s3_endpoint=opts.s3_endpoint,
         options=opts.scheduler, progress=progress,
     )
-    sched.lookup(set(opts.force))
+    sched.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
     run_id = opts.run_id or new_run_id()
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
-    # A run record exists from the start, so `cache gc` never deletes what this run needs.
-    store.put_run(plan.story, run_id,
-                  _stored(sched, _report(sched, run_id, started, t0, "running", store)))
-    status = "running"
-    try:
-        sched.lookup_masters()
-        if sched.needs_cluster():
-            connect_ray(opts.address)
-            sched.run()
-        else:
-            progress.note(f"{plan.story}: every clip and master is cached; nothing to do")
-        status = "succeeded"
-    except KeyboardInterrupt:
-        sched.shutdown()
-        status = "interrupted"
-    except Exception as err:
-        from .schedule import Interrupted
-
-        if not isinstance(err, Interrupted):
-            report = _report(sched, run_id, started, t0, "error", store)
-            store.put_run(plan.story, run_id, _stored(sched, report))
+    errors: list[str] = []
+    with _Signals() as sig:
+        status = "running"
+        try:
+            sched.lookup(set(opts.force))
+            # A run record exists from the start, naming the masters this run may reuse, so
+            # that `cache gc` never deletes what this run needs.
+            sched.master_keys()
+            store.put_run(plan.story, run_id,
+                          _stored(sched, _report(sched, run_id, started, t0, status, store)))
+            try:
+                sched.lookup_masters()
+                if sched.needs_cluster():
+                    connect_ray(opts.address)
+                    sig.install()
+                    sched.run()
+                else:
+                    progress.note(f"{plan.story}: every clip and master is cached; nothing to do")
+                status = "succeeded"
+            except (KeyboardInterrupt, Interrupted):
+                status = "interrupted"
+                sig.defer()
+                progress.stop()
+                progress.note(f"{plan.story}: interrupted; stopping the running tasks "
+                              "(finished clips stay cached)")
+                _quietly(sched.shutdown)
+            except StoreError as err:  # the store failed mid-run: finalise, exit 1
+                status = "failed"
+                errors.append(f"the store failed: {_one_line(err)}")
+                _quietly(sched.shutdown)
+            sig.defer()
+            progress.stop()
+            result = _finish(sched, store, out, run_id, started, t0, status, errors)
+        except BaseException as err:
+            sig.defer()
+            progress.stop()
+            _quietly(sched.shutdown)
+            stopped = isinstance(err, KeyboardInterrupt)
+            report = _report(sched, run_id, started, t0, "interrupted" if stopped else "error",
+                             store)
+            report["errors"] = errors + ([] if stopped else [_one_line(err)])
+            with contextlib.suppress(Exception):
+                store.put_run(plan.story, run_id, _stored(sched, report))
+            if stopped:
+                return RenderResult(_interrupt_code(sig.signum or signal.SIGINT), report, [],
+                                    out.url)
             raise
-        status = "interrupted"
-    branches = _publish_masters(sched, store, out) if status != "interrupted" else []
+    # A signal that came once the run had finished waited for the outputs: the run stands.
+    if result.report["status"] == "interrupted":
+        result.exit_code = _interrupt_code(sig.signum or signal.SIGINT)
+    return result
+
+
+def _interrupt_code(signum: int) -> int:
+    return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+def _quietly(fn) -> None:
+    with contextlib.suppress(Exception):
+        fn()
+
+
+def _finish(sched: Scheduler, store: Store, out, run_id: str, started: datetime, t0: float,
+            status: str, errors: list[str]) -> RenderResult:
+    """Publish, then write ``branches.json``, ``report.json`` and the final run record."""
+    plan = sched.plan
+    removed: list[str] = []
+    try:
+        branches, removed = _publish_masters(sched, store, out, interrupted=status ==
+                                             "interrupted")
+    except (StoreError, OSError) as err:
+        errors.append(f"publishing to {out.url} failed: {_one_line(err)}")
+        branches = None
     if status == "succeeded" and (
-        any(r.status not in ("cached", "rendered") for r in sched.runs.values())
+        errors
+        or any(r.status not in ("cached", "rendered") for r in sched.runs.values())
         or any(b.status != "done" for b in sched.branches)
     ):
         status = "failed"
     report = _report(sched, run_id, started, t0, status, store)
-    out.put_json("branches.json", branches)
-    out.put_json("report.json", report)
-    store.put_run(plan.story, run_id, _stored(sched, report))
+    report["removed"] = removed
+    if branches is not None:
+        try:
+            out.put_json("branches.json", branches)
+        except (StoreError, OSError) as err:
+            errors.append(f"writing {out.url}/branches.json failed: {_one_line(err)}")
+    if errors and status == "succeeded":
+        status = report["status"] = "failed"
+    report["errors"] = errors
+    try:
+        out.put_json("report.json", report)
+    except (StoreError, OSError) as err:
+        errors.append(f"writing {out.url}/report.json failed: {_one_line(err)}")
+        status = report["status"] = "failed" if status == "succeeded" else status
+    try:
+        store.put_run(plan.story, run_id, _stored(sched, report))
+    except (StoreError, OSError) as err:
+        errors.append(f"writing the run record failed: {_one_line(err)}")
+        status = report["status"] = "failed" if status == "succeeded" else status
     code = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[status]
-    return RenderResult(code, report, branches, out.url)
+    return RenderResult(code, report, branches or [], out.url)
 
 
-def _publish_masters(sched: Scheduler, store: Store, out) -> list[dict[str, Any]]:
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1] if text else ''}"[:500]
+
+
+def _master_doc(plan_b, b, fps: int) -> dict[str, Any]:
+    return {
+        "path": f"masters/{plan_b.name}.mp4",
+        "sha256": b.master.sha256,
+        "frames": b.frames,
+        "seconds": round(b.frames / fps, 6),
+    }
+
+
+def _publish_masters(sched: Scheduler, store: Store, out, *, interrupted: bool = False,
+                     ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Copy finished masters to ``out`` and return the index (``branches.json``) and the
+    masters removed from ``out``. Every file under ``masters/`` agrees with the index:
+
+    * a finished run removes every master that is not a finished branch's (branches that no
+      longer exist, and branches whose master failed: the file would be an older cut);
+    * an interrupted run removes nothing: a branch it did not finish keeps the master the
+      previous index gave it (marked ``"stale": true``) while the file still holds it, and
+      branches that no longer exist keep their entries; the index never shrinks.
+
+    A master whose blob reads corrupt or missing is not published (and reported)."""
+    fps = sched.plan.profile.fps
+    previous = _previous_index(out) if interrupted else {}
     docs = []
+    published: set[str] = set()
     for plan_b, b in zip(sched.plan.branches, sched.branches, strict=True):
         doc: dict[str, Any] = {
             "name": plan_b.name,
@@ -175,17 +323,48 @@ def _publish_masters(sched: Scheduler, store: Store, out) -> list[dict[str, Any]
         }
         if b.status == "done" and b.master is not None:
             rel = f"masters/{plan_b.name}.mp4"
-            out.put_blob(rel, store, b.master)
-            doc["master"] = {
-                "path": rel,
-                "sha256": b.master.sha256,
-                "frames": b.frames,
-                "seconds": round(b.frames / sched.plan.profile.fps, 6),
-            }
-        else:
-            doc["error"] = b.error
+            try:
+                out.put_blob(rel, store, b.master)
+            except (CorruptBlob, BlobMissing) as err:
+                if isinstance(err, CorruptBlob):
+                    sched.corrupt.append({"sha256": err.digest, "found_by": f"publish {b.name}"})
+                b.status, b.error = "failed", f"not published: {_one_line(err)}"
+            else:
+                doc["master"] = _master_doc(plan_b, b, fps)
+                published.add(rel)
+        if doc["master"] is None:
+            old = previous.pop(plan_b.name, None)
+            if old is not None:
+                doc["master"], doc["stale"] = old["master"], True
+                published.add(old["master"]["path"])
+            else:
+                doc["error"] = b.error or ("interrupted before its master" if interrupted
+                                           else None)
         docs.append(doc)
-    return docs
+    if interrupted:
+        for old in previous.values():  # branches the story no longer has: still published
+            docs.append({**old, "stale": True})
+        return docs, []
+    removed = []
+    for rel in out.list_masters():
+        if rel not in published:
+            out.remove(rel)
+            removed.append(rel)
+    return docs, sorted(removed)
+
+
+def _previous_index(out) -> dict[str, dict[str, Any]]:
+    """Entries of the published ``branches.json`` whose master file is still exactly there."""
+    doc = out.get_json("branches.json")
+    found = {}
+    for b in doc if isinstance(doc, list) else []:
+        m = b.get("master") if isinstance(b, dict) else None
+        if not (isinstance(m, dict) and isinstance(b.get("name"), str)
+                and isinstance(m.get("path"), str) and isinstance(m.get("sha256"), str)):
+            continue
+        if out.holds(m["path"], m["sha256"]):
+            found[b["name"]] = b
+    return found
 
 
 def _stored(sched: Scheduler, report: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import itertools
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,9 @@ GROW_EVERY_S = 2.0
 REPRIORITIZE_EVERY_S = 2.0
 DEFAULT_SWITCH_COST_S = 10.0
 STARVING_NOTE_EVERY_S = 30.0
-MAX_START_FAILURES = 5
+MAX_START_FAILURES = 5  # actors of a pool failing to start before any came up
+MAX_POOL_START_FAILURES = 20  # failed starts of a pool in all: then no more actors for it
+MAX_CORRUPT_READS = 3  # times one blob may be found corrupt before its tasks fail
 RECORD_SOURCES = 3  # newest run records read for copies of action records (see lookup)
 
 
@@ -129,6 +132,8 @@ class Pool:
     heaps: dict[str | None, list] = field(default_factory=lambda: defaultdict(list))
     started: int = 0  # actors that came up
     start_failures: int = 0  # actors that failed to come up before any did
+    failed_starts: int = 0  # actors that failed to come up, in all
+    closed: bool = False  # too many failed starts: no more actors are started for it
 
     @property
     def label(self) -> str:
@@ -165,6 +170,12 @@ class Scheduler:
         self.model_of: dict[str, str | None] = {}
         self.assembling: dict[Any, BranchRun] = {}
         self.corrupt: list[dict[str, str]] = []
+        self._corrupt_seen: dict[str, int] = defaultdict(int)
+        self._from_copy: set[str] = set()  # task keys whose record is a run record's copy
+        self._sound_masters: set[str] = set()  # master digests re-hashed in this run
+        # (branch name, digest) -> True when the output already holds exactly that master, so
+        # publishing will not read the store's copy and re-hashing it can be skipped
+        self.published: Callable[[str, str], bool] | None = None
         self.started = time.monotonic()
         self._seq = itertools.count()
         self._wid = itertools.count(1)
@@ -201,6 +212,7 @@ class Scheduler:
             records.update(self.store.get_actions(stale))
             refs = [o for k in stale if records[k] for o in records[k].outputs.values()]
             present.update(self.store.has_blobs(refs) if refs else {})
+        self._from_copy = {k for k in copies if records.get(k) is copies[k]}
         for tid, run in self.runs.items():
             rec = records.get(run.task.key)
             if run.task.shot in force or tid in force:
@@ -248,6 +260,17 @@ class Scheduler:
             if r.record is not None
         }
 
+    def master_keys(self) -> dict[str, str]:
+        """The master key of every branch whose clips are all cached (computed from the clip
+        digests, no request), by branch name: the first run record names them, so that a
+        concurrent ``cache gc`` keeps the masters this run may reuse."""
+        out = {}
+        for b in self.branches:
+            if all(self.runs[t].status == CACHED for t in b.tasks):
+                b.key = self._master_key(b)
+                out[b.name] = b.key
+        return out
+
     def lookup_masters(self) -> None:
         """Mark branches whose master is already in the store (all clips cached) as done."""
         for b in self.branches:
@@ -258,16 +281,75 @@ class Scheduler:
         return any(r.status != CACHED for r in self.runs.values()) or any(
             b.status != "done" for b in self.branches)
 
-    def _reuse_master(self, b: BranchRun) -> bool:
+    def _master_key(self, b: BranchRun) -> str:
         clips = [self.runs[t].record.outputs["clip"].sha256 for t in b.tasks]
-        b.key = master_key(clips, self.plan.profile.model_dump())
+        return master_key(clips, self.plan.profile.model_dump())
+
+    def expected_frames(self, b: BranchRun) -> int:
+        return sum(self.runs[t].task.frames for t in b.tasks)
+
+    def _reuse_master(self, b: BranchRun) -> bool:
+        """Reuse the stored master of ``b``'s clips when its record exists, its frames are the
+        plan's and its bytes verify (a corrupt master is reported and assembled again)."""
+        b.key = self._master_key(b)
         rec = self.store.get_action(b.key)
         if rec is None or "master" not in rec.outputs:
             return False
-        if not all(self.store.has_blobs([rec.outputs["master"]]).values()):
+        if rec.frames != self.expected_frames(b):
+            # The clips said to be this branch's are not: a copy of a record in a run record
+            # disagrees with the store. Confirm the branch's records and look again.
+            if self.confirm_copies(b) and all(self.runs[t].record is not None
+                                              for t in b.tasks):
+                return self._reuse_master(b)
             return False
-        b.status, b.master, b.frames, b.cached = "done", rec.outputs["master"], rec.frames, True
+        ref = rec.outputs["master"]
+        if not all(self.store.has_blobs([ref]).values()):
+            return False
+        if ref.sha256 not in self._sound_masters and not (
+                self.published and self.published(b.name, ref.sha256)):
+            from .cache import rehash
+
+            actual = rehash(self.store, ref.sha256)
+            if actual is not None:
+                self.corrupt.append({"sha256": ref.sha256, "found_by": f"master {b.name}"})
+                self._corrupt_seen[ref.sha256] += 1
+                if self.progress:
+                    self.progress.note(f"corrupt master {ref.sha256[:12]} of {b.name}; "
+                                       "assembling it again")
+                self.store.delete_action(b.key)
+                return False
+            self._sound_masters.add(ref.sha256)
+        b.status, b.master, b.frames, b.cached = "done", ref, rec.frames, True
         return True
+
+    def confirm_copies(self, b: BranchRun) -> bool:
+        """Read the stored records of ``b``'s tasks that came from run-record copies; a copy
+        that differs from the store's record is replaced by it (or, when the store has none
+        with its blobs, the task renders again). True when some copy was wrong."""
+        keys = sorted({self.runs[t].task.key for t in b.tasks} & self._from_copy)
+        if not keys:
+            return False
+        stored = self.store.get_actions(keys)
+        self._from_copy -= set(keys)
+        wrong = False
+        for t in b.tasks:
+            run = self.runs[t]
+            if run.task.key not in stored or run.status != CACHED:
+                continue
+            rec = stored[run.task.key]
+            if rec == run.record:
+                continue
+            wrong = True
+            present = rec is not None and all(self.store.has_blobs(rec.outputs.values()).values())
+            if present:
+                run.record = rec
+            else:
+                run.record, run.status = None, PENDING
+                run.reason = "its run record's copy disagreed with the store"
+        if wrong and self.progress:
+            self.progress.note(f"{b.name}: a run record's copy of a record disagreed with the "
+                               "store; the store's record is used")
+        return wrong
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -318,14 +400,20 @@ class Scheduler:
                 if self.progress:
                     self.progress.tick(self)
         except KeyboardInterrupt:
+            self._stop_progress()
             self.shutdown()
             raise Interrupted() from None
         except BaseException:
+            self._stop_progress()
             self.shutdown()
             raise
         self.shutdown()
         if self.progress:
             self.progress.finish(self)
+
+    def _stop_progress(self) -> None:
+        if self.progress:
+            self.progress.stop()
 
     def start_workers(self, timeout_s: float | None = None) -> int:
         """Start the renderer actors the pending work needs and wait until they are ready,
@@ -475,6 +563,14 @@ class Scheduler:
 
         cap_total = self.opts.max_workers or 1 << 30
         for pool in self.pools.values():
+            if pool.closed:
+                if not any(w.pool == pool.key for w in self.workers.values()) and any(
+                        r.status in (READY, PENDING) and self.pool_of.get(r.task.id) == pool.key
+                        for r in self.runs.values()):
+                    raise WorkerStartError(
+                        f"renderer actors ({pool.label}) failed to start {pool.failed_starts} "
+                        "times and none is left to finish the work")
+                continue
             ready = sum(1 for r in self.runs.values() if r.status in (READY, RUNNING, PENDING)
                         and self.pool_of.get(r.task.id) == pool.key)
             have = sum(1 for w in self.workers.values() if w.pool == pool.key)
@@ -488,6 +584,9 @@ class Scheduler:
                 )
                 wid = next(self._wid)
                 self.workers[wid] = Worker(wid, pool.key, handle, handle.info.remote())
+
+    def _pool_workers(self, pool: Pool) -> int:
+        return sum(1 for w in self.workers.values() if w.pool == pool.key and w.ready)
 
     def _replace(self, w: Worker) -> None:
         _kill(w.handle)
@@ -602,14 +701,28 @@ class Scheduler:
         except Exception as err:  # noqa: BLE001 - an actor that cannot start is replaced
             self._replace(w)
             pool = self.pools[w.pool]
+            pool.failed_starts += 1
+            cause = getattr(err, "cause", None) or err
             if pool.started == 0:
                 pool.start_failures += 1
                 if pool.start_failures >= MAX_START_FAILURES:
-                    cause = getattr(err, "cause", None) or err
                     raise WorkerStartError(
                         f"renderer actors ({pool.label}) failed to start "
                         f"{pool.start_failures} times; last error: {_one_line(cause)}"
                     ) from None
+            elif pool.failed_starts >= MAX_POOL_START_FAILURES and not pool.closed:
+                # Some node cannot run this pool's actors (say, it lacks the backend's extra):
+                # stop starting new ones; the actors that are up finish the work.
+                pool.closed = True
+                if self.progress:
+                    self.progress.note(
+                        f"renderer actors ({pool.label}) failed to start {pool.failed_starts} "
+                        f"times; no more are started, the {self._pool_workers(pool)} running "
+                        f"finish the work; last error: {_one_line(cause)}")
+            if pool.closed and self._pool_workers(pool) == 0:
+                raise WorkerStartError(
+                    f"renderer actors ({pool.label}) failed to start {pool.failed_starts} "
+                    f"times and none is left; last error: {_one_line(cause)}") from None
             return
         self.pools[w.pool].started += 1
         w.ready, w.node = True, info["node"]
@@ -687,6 +800,20 @@ class Scheduler:
     def _corrupt(self, digest: str, found_by: str) -> None:
         """A blob failed verification: every task whose record points at it renders again."""
         self.corrupt.append({"sha256": digest, "found_by": found_by})
+        self._corrupt_seen[digest] += 1
+        if self._corrupt_seen[digest] > MAX_CORRUPT_READS:
+            # The store keeps handing back bad bytes for it (a failing disk, a broken proxy):
+            # rendering again cannot help. Its tasks fail instead of looping forever.
+            why = (f"blob {digest[:12]} read corrupt {self._corrupt_seen[digest]} times; "
+                   "check the store (reelfarm cache verify)")
+            for run in self.runs.values():
+                if run.record and any(o.sha256 == digest for o in run.record.outputs.values()):
+                    run.record = None
+                    self._fail(run, why)
+            for b in self.branches:
+                if b.status == "waiting" and found_by == f"master {b.name}":
+                    b.status, b.error = "failed", why
+            return
         if self.progress:
             self.progress.note(f"corrupt blob {digest[:12]} found by {found_by}; re-rendering")
         for run in self.runs.values():
@@ -733,10 +860,23 @@ class Scheduler:
                 continue
             if not all(s in DONE for s in states):
                 continue
-            if self._reuse_master(b):
+            if all(self.runs[t].record is not None for t in b.tasks) and self._reuse_master(b):
                 if self.progress:
                     self.progress.branch_finished(self, b)
                 continue
+            # A copy never decides a master's content unchecked: confirm the copies first.
+            if self.confirm_copies(b):
+                lost = [self.runs[t] for t in b.tasks if self.runs[t].status not in DONE]
+                if lost:  # a copy was wrong and the store has no sound record: render it
+                    for run in lost:
+                        if run.status == PENDING and self._deps_done(run):
+                            self._make_ready(run)
+                    continue
+                if self._reuse_master(b):
+                    if self.progress:
+                        self.progress.branch_finished(self, b)
+                    continue
+            b.key = self._master_key(b)
             clips = [self.runs[t].record.outputs["clip"] for t in b.tasks]
             b.status = "assembling"
             ref = ray.remote(assemble_master).options(num_cpus=0, max_retries=1).remote(
@@ -760,7 +900,11 @@ class Scheduler:
             if self.progress:
                 self.progress.branch_finished(self, b)
             return
-        b.status, b.master, b.frames = "done", rec.outputs["master"], rec.frames
+        if rec.frames != self.expected_frames(b):
+            b.status = "failed"
+            b.error = f"master has {rec.frames} frames, the plan {self.expected_frames(b)}"
+        else:
+            b.status, b.master, b.frames = "done", rec.outputs["master"], rec.frames
         if self.progress:
             self.progress.branch_finished(self, b)
 

@@ -123,3 +123,32 @@ class NoRendererBackend(SleepBackend):
 
     def create_renderer(self) -> Renderer:
         raise RuntimeError(f"backend {self.name} found no device to render on")
+
+
+class _GatedRenderer(_SleepRenderer):
+    def render(self, task, condition) -> Iterator[np.ndarray]:
+        # Render only once the failed starts the test waits for happened (or after a minute).
+        deadline = time.monotonic() + 60
+        while (len(list(Path(self.b.log_dir).glob("failed-*"))) < self.b.gate
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        yield from super().render(task, condition)
+
+
+class OneGoodActorBackend(SleepBackend):
+    """Only its first actor can make a renderer; every later one fails to start, as actors on a
+    node without the backend's dependencies do once one on a good node came up. Each failed
+    start leaves a ``failed-*`` file in ``log_dir``; renders wait for ``gate`` of them."""
+
+    def __init__(self, name: str, *, gate: int = 0, **kw: Any) -> None:
+        super().__init__(name, **kw)
+        self.gate = gate
+
+    def create_renderer(self) -> Renderer:
+        try:
+            os.close(os.open(os.path.join(self.log_dir, "good"),
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            Path(self.log_dir, f"failed-{os.getpid()}-{time.time_ns()}").touch()
+            raise RuntimeError(f"backend {self.name}: its extra is not installed here") from None
+        return _GatedRenderer(self)

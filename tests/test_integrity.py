@@ -129,3 +129,85 @@ def test_salt_disowns_every_record(ray_cluster, request, tmp_path: Path, kind: s
     assert after["tasks"]["to_render"] == after["tasks"]["unique"] == 5
     assert {t["reason"] for t in after["task_list"]} == {"new key"}
     assert not {t["key"] for t in after["task_list"]} & {t["key"] for t in before["task_list"]}
+
+
+def _runs(store: str, story: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text())
+            for p in sorted((Path(store) / "runs" / story).glob("*.json"))]
+
+
+def test_corrupt_master_is_assembled_again_and_reported(ray_cluster, tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    story = save(tmp_path, fork_story("rotmaster"))
+    first = render(story, store, tmp_path / "out1")
+    bad = first["branches"][0]
+    _corrupt_local(store, bad["master"])  # same size: an existence check cannot see it
+
+    code, _, stderr = run_cli("render", story, "--store", store, "--out",
+                              str(tmp_path / "out2"), "--quiet")
+    assert code == 0, stderr
+    second = json.loads((tmp_path / "out2" / "report.json").read_text())
+    assert second["status"] == "succeeded"
+    assert second["corrupt"] == [{"sha256": bad["master"], "found_by": f"master {bad['name']}"}]
+    assert second["totals"]["rendered"] == 0 and second["totals"]["masters_assembled"] == 1
+    assert masters(tmp_path / "out2") == masters(tmp_path / "out1")
+    check_masters(tmp_path / "out2", plan_json(story, store))
+    assert [r["status"] for r in _runs(store, "rotmaster")] == ["succeeded", "succeeded"]
+    code, stdout, _ = run_cli("cache", "verify", "--store", store, "--json")
+    assert code == 0 and json.loads(stdout)["ok"]
+
+
+def test_publish_failure_exits_1_with_the_run_record_finalised(ray_cluster,
+                                                               tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    story = save(tmp_path, fork_story("nopub"))
+    first = render(story, store, tmp_path / "out1")
+    out = tmp_path / "out2"
+    blocked = first["branches"][0]["name"]
+    (out / "masters" / f"{blocked}.mp4").mkdir(parents=True)  # publishing it must fail
+
+    code, stdout, stderr = run_cli("render", story, "--store", store, "--out", str(out),
+                                   "--quiet")
+    assert code == 1, stderr
+    assert "Traceback" not in stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "failed"
+    assert len(report["errors"]) == 1 and str(out) in report["errors"][0]
+    assert [r["status"] for r in _runs(store, "nopub")] == ["succeeded", "failed"]
+
+
+def test_a_tampered_run_record_copy_never_decides_a_master(ray_cluster, tmp_path: Path) -> None:
+    """A run record's copy of a record points a task at another task's clip (same record
+    size, so the size check passes): the masters are still made of the clips the store's
+    records name."""
+    from orchestrator.store import ActionRecord
+
+    store = str(tmp_path / "store")
+    doc = fork_story("tamper")
+    doc["spec"]["segments"][1]["shots"][0]["duration"] = 1.5  # lamp: 12 frames, not 4
+    story = save(tmp_path, doc)
+    first = render(story, store, tmp_path / "out1")
+    tasks = by_id(first)
+    run_file = sorted((Path(store) / "runs" / "tamper").glob("*.json"))[-1]
+    run = json.loads(run_file.read_text())
+    hall = run["records"][tasks["hall"]["key"]]
+    stored = (Path(store) / action_path(tasks["hall"]["key"])).stat().st_size
+    forged = None
+    for other in ("lamp", "door", "yard"):  # the first forgery that keeps the record's size
+        clip = run["records"][tasks[other]["key"]]["outputs"]["clip"]
+        candidate = {**hall, "outputs": {**hall["outputs"], "clip": clip}}
+        rec = ActionRecord.model_validate({**candidate, "key": tasks["hall"]["key"]})
+        if len(rec.to_json()) == stored:
+            forged = candidate
+            break
+    assert forged is not None, "some forgery keeps the record's size"
+    run["records"][tasks["hall"]["key"]] = forged
+    run_file.write_text(json.dumps(run))
+    for b in first["branches"]:  # every master is assembled again
+        open_store(store).delete_action(b["key"])
+
+    second = render(story, store, tmp_path / "out2")
+    assert second["totals"]["rendered"] == 0
+    assert by_id(second)["hall"]["clip"] == tasks["hall"]["clip"]
+    check_masters(tmp_path / "out2", plan_json(story, store))
+    assert masters(tmp_path / "out2") == masters(tmp_path / "out1")

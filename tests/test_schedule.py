@@ -247,3 +247,23 @@ def test_start_workers_refuses_an_unplaceable_plan_and_leaves_no_actor(ray_clust
     with pytest.raises(Unplaceable):
         sched.start_workers(timeout_s=30)
     assert sched.workers == {}
+
+
+def test_actors_that_keep_failing_after_one_came_up_stop_being_started(ray_cluster, tmp_path,
+                                                                       monkeypatch):
+    """After a first actor came up, a node whose actors always fail to start is not retried
+    forever: past the bound no more actors are started and the ones up finish the work."""
+    import orchestrator.schedule as schedule
+    from backends_for_tests import OneGoodActorBackend
+
+    monkeypatch.setattr(schedule, "MAX_POOL_START_FAILURES", 3)
+    log = tmp_path / "log"
+    log.mkdir()
+    use(OneGoodActorBackend("sleep-onegood", per_frame_s=0.25, log_dir=str(log), gate=3))
+    s = story([{"id": "only", "shots": [shot(f"s{i}") for i in range(6)]}],
+              renderer={"backend": "sleep-onegood"})
+    result = render_story(s, opts(tmp_path, max_workers=2))
+    assert result.exit_code == 0
+    assert result.report["totals"]["rendered"] == 6
+    # the bound, plus at most one start that was already under way when it was reached
+    assert 3 <= len(list(log.glob("failed-*"))) <= 4

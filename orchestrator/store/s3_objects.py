@@ -149,6 +149,32 @@ class S3Output(Output):
         except ValueError:
             return None
 
+    def list_masters(self) -> list[str]:
+        base = self.key_for("masters/x")[: -len("x")]
+        return sorted(f"masters/{name}" for o in self._s3._list(base)
+                      if (name := o["Key"][len(base):]).endswith(".mp4") and "/" not in name
+                      and not name.startswith("."))
+
+    def remove(self, rel: str) -> None:
+        self._s3._delete(self.key_for(rel))
+
+    def holds(self, rel: str, sha256: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        key = self.key_for(rel)
+
+        def go() -> dict[str, Any] | None:
+            try:
+                return self._s3.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as e:
+                if self._s3._is_missing(e):
+                    return None
+                raise
+
+        head = self._s3._run("HeadObject", key, go)
+        meta = {k.lower(): v for k, v in ((head or {}).get("Metadata") or {}).items()}
+        return head is not None and meta.get("sha256") == sha256
+
     # -- blobs ------------------------------------------------------------------------------
     def published(self, rel: str, ref: BlobRef) -> bool:
         """Does ``rel`` already hold exactly this blob?
