@@ -127,8 +127,8 @@ class NoRendererBackend(SleepBackend):
 
 class _GatedRenderer(_SleepRenderer):
     def render(self, task, condition) -> Iterator[np.ndarray]:
-        # Render only once the failed starts the test waits for happened (or after a minute).
-        deadline = time.monotonic() + 60
+        # Render only once the failed starts the test waits for happened (or after 30 s).
+        deadline = time.monotonic() + 30
         while (len(list(Path(self.b.log_dir).glob("failed-*"))) < self.b.gate
                and time.monotonic() < deadline):
             time.sleep(0.05)

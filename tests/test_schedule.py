@@ -262,8 +262,9 @@ def test_actors_that_keep_failing_after_one_came_up_stop_being_started(ray_clust
     use(OneGoodActorBackend("sleep-onegood", per_frame_s=0.25, log_dir=str(log), gate=3))
     s = story([{"id": "only", "shots": [shot(f"s{i}") for i in range(6)]}],
               renderer={"backend": "sleep-onegood"})
-    result = render_story(s, opts(tmp_path, max_workers=2))
+    result = render_story(s, opts(tmp_path))
     assert result.exit_code == 0
     assert result.report["totals"]["rendered"] == 6
-    # the bound, plus at most one start that was already under way when it was reached
-    assert 3 <= len(list(log.glob("failed-*"))) <= 4
+    # the bound, plus the starts already under way when it was reached: at most one an actor
+    # slot of the cluster (6 CPUs) beside the good actor's
+    assert 3 <= len(list(log.glob("failed-*"))) <= 3 + 5
