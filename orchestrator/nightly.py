@@ -204,6 +204,18 @@ class _Planned(Output):
     def put_blob(self, rel: str, store: Store, ref: BlobRef) -> None:
         self.blobs.append((rel, ref))
 
+    def get_json(self, rel: str) -> Any | None:
+        return None
+
+    def holds(self, rel: str, sha256: str) -> bool:
+        return False
+
+    def list_masters(self) -> list[str]:
+        return []  # nothing is published here, so nothing is removed
+
+    def remove(self, rel: str) -> None:  # pragma: no cover - never called
+        raise AssertionError("a planned output removes nothing")
+
 
 def is_unchanged(story, store: Store, out: Output) -> bool:
     """True when rendering ``story`` would render nothing, assemble nothing and publish
@@ -212,13 +224,17 @@ def is_unchanged(story, store: Store, out: Output) -> bool:
 
     plan = plan_story(story, store)
     sched = Scheduler(plan, store, store_url=store.url)
+    sched.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
     sched.lookup()
     sched.lookup_masters()
     if sched.needs_cluster():
         return False
     planned = _Planned()
-    docs = _publish_masters(sched, store, planned)
+    docs, _ = _publish_masters(sched, store, planned)
     if _published_branches(out) != docs:
+        return False
+    # a master of no current branch would be removed by a render: that is a change too
+    if not set(out.list_masters()) <= {rel for rel, _ in planned.blobs}:
         return False
     return all(_is_published(out, rel, ref) for rel, ref in planned.blobs)
 
