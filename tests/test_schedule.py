@@ -253,8 +253,9 @@ def test_actors_that_keep_failing_after_one_came_up_stop_being_started(ray_clust
                                                                        monkeypatch):
     """After a first actor came up, a node whose actors always fail to start is not retried
     forever: past the bound no more actors are started and the ones up finish the work."""
-    import orchestrator.schedule as schedule
     from backends_for_tests import OneGoodActorBackend
+
+    import orchestrator.schedule as schedule
 
     monkeypatch.setattr(schedule, "MAX_POOL_START_FAILURES", 3)
     log = tmp_path / "log"
