@@ -197,7 +197,10 @@ class Scheduler:
         records kept in the story's latest run records, a GET for each existing record without
         a trusted copy, and one batched existence check of every blob the records name. A copy
         is trusted only when a record of the same key and size is in the store and its blobs
-        are present; otherwise the record itself is read.
+        are present; otherwise the record itself is read. A copy never decides a master on its
+        own: before a branch is assembled (or when a stored master's frames disagree with the
+        plan) the records of its tasks that came from copies are read and compared
+        (:meth:`confirm_copies`); a fully cached render with its masters reuses them unread.
         """
         sizes = self.store.action_sizes([t.key for t in self.plan.tasks])
         copies = self._recorded_copies(sizes)
