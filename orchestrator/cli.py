@@ -213,6 +213,8 @@ def plan_document(sched) -> dict[str, Any]:
             "to_render": len(p.tasks) - cached,
         },
         "critical_path_seconds": round(p.critical_path_seconds, 3),
+        "encoder": p.encoder,
+        "notes": [f"{t.id}: {t.note}" for t in p.tasks if t.note],
         "task_list": [
             {"id": t.id, "shot": t.shot, "segment": t.segment, "key": t.key,
              "upstream": t.upstream, "frames": t.frames, "backend": t.backend,
@@ -238,6 +240,12 @@ def _print_plan(sched, doc: dict[str, Any]) -> None:
         f"(naive per-branch count {t['naive']}) · {t['cached']} cached · "
         f"{t['to_render']} to render · critical path ≈ {fmt_duration(p.critical_path_seconds)}"
     )
+    if p.encoder:
+        e = p.encoder
+        console.print(f"encoder: ffmpeg {e['ffmpeg']}, x264 {e['x264']} ({e['source']})",
+                      markup=False, highlight=False)
+    for note in doc["notes"]:
+        console.print(f"note: {note}", markup=False, highlight=False)
     bt = Table(title="branches", title_justify="left", box=None, header_style="bold")
     for col in ("master", "path", "choices", "shots"):
         bt.add_column(col)
