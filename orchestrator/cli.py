@@ -289,7 +289,8 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
               help="Retries of a failing task before it is marked failed.")
 @click.option("--max-workers", type=click.IntRange(1), help="Cap on renderer actors.")
 @click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Kill and replace an actor whose render runs longer than this.")
+              help="Kill and replace an actor whose render runs longer than this. Default: 20 "
+                   "times the shot's estimate, and at least 15 minutes.")
 @click.option("--preview-first", is_flag=True,
               help="First render the opening segment and each branch's first segment of its own, "
               "so every choice's outcome can be previewed early.")

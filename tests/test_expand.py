@@ -228,3 +228,13 @@ def test_adding_an_option_never_renames_an_existing_branch(case):
     for path, name in before.items():
         assert after[path] == name
     assert len(set(after.values())) == len(after)  # and names stay unique
+
+
+def test_every_task_has_a_bounded_render_time_by_default():
+    from orchestrator.plan import TIMEOUT_FACTOR, TIMEOUT_FLOOR_S
+
+    plan = expand(load_manifest(str(MANIFESTS / "heist.yaml")).story)
+    for t in plan.tasks:
+        assert t.time_limit == max(TIMEOUT_FLOOR_S, TIMEOUT_FACTOR * t.est_seconds)
+    long = plan.tasks[0].model_copy(update={"est_seconds": 3600.0})
+    assert long.time_limit == TIMEOUT_FACTOR * 3600.0  # a slow backend gets room in proportion
