@@ -191,7 +191,8 @@ def test_nightly_over_an_unchanged_story_writes_nothing(ray_cluster, tmp_path):
     summary = json.loads((out / f"nightly-{second.run_id}.json").read_text())
     assert summary["status"] == "succeeded"
     assert summary["totals"] == {"stories": 2, "unchanged": 2, "rendered": 0, "failed": 0,
-                                 "invalid": 0, "tasks_rendered": 0, "masters_assembled": 0}
+                                 "invalid": 0, "skipped": 0, "tasks_rendered": 0,
+                                 "masters_assembled": 0}
 
 
 def test_nightly_republishes_a_deleted_master_without_rendering(ray_cluster, tmp_path):
