@@ -53,14 +53,15 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
     \b
     PREFIX is an s3:// prefix or a local directory; every .yaml, .yml and .json file under it
     that says apiVersion: reelfarm/v1 and kind: Story is a story; other files (drafts,
-    schemas) are skipped and listed. Each story renders into <out>/<story name>/. A story whose shots and masters
-    are all cached and already published is left alone (nothing renders, nothing is written);
+    schemas) are skipped and listed. Each story renders into <out>/<story name>/. A story
+    whose shots and masters are all cached and already published is left alone (nothing
+    renders, nothing is written);
     a changed story renders only its new shots and re-assembles only the branches that hold
     them. An invalid manifest or a failing story is reported and the others still render.
     A table of stories is printed, and the run's summary is written to
     <out>/nightly-<run id>.json.
-    Exit 0 when every story is rendered or unchanged, 1 when any failed or is invalid,
-    2 when PREFIX holds no manifests or the store cannot be used.
+    Exit 0 when every story is rendered or unchanged (or the file skipped), 1 when any failed
+    or is invalid, 2 when PREFIX holds no manifests or the store cannot be used.
     Examples:
       reelfarm nightly s3://studio/stories --store s3://studio-renders/reelfarm \\
           --out s3://studio-renders/out

@@ -18,9 +18,9 @@ A render key is ``sha256(canonical JSON)`` of a document with these fields:
 Canonical JSON (:func:`canonical_json`, the standard ``json`` encoder): keys sorted, no
 whitespace, UTF-8, strings NFC-normalised, floats via :func:`repr` (so ``5.0`` and ``5`` differ
 only if their types differ). The profile's encode spec names the encoder build (ffmpeg and
-x264) that makes the clip's bytes, so nodes with different builds never share a key. Shot and segment ids are
-not part of the key: renaming a shot does not re-render it (a backend that burns ids into its
-pixels, such as previz's slate, names them in its own ``params``).
+x264) that makes the clip's bytes, so nodes with different builds never share a key. Shot and
+segment ids are not part of the key: renaming a shot does not re-render it (a backend that
+burns ids into its pixels, such as previz's slate, names them in its own ``params``).
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ def test_nightly_republishes_a_deleted_master_without_rendering(ray_cluster, tmp
     store, out = tmp_path / "store", tmp_path / "out"
     opts = NightlyOptions(store=str(store), out=str(out), progress="quiet")
     assert run_nightly(str(stories), opts).exit_code == 0
-    master = out / "solo" / "masters" / "e.mp4"
+    master = out / "solo" / "masters" / "e~c.mp4"
     digest = sha256_file(master)[0]
     master.unlink()
 
