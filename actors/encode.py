@@ -38,7 +38,7 @@ import ffmpeg
 import numpy as np
 from PIL import Image
 
-from .media import ffmpeg_exe, temp_sibling
+from .media import MediaError, ffmpeg_exe, temp_sibling
 
 ENCODE_VERSION = "h264-cfr-1"
 
@@ -62,6 +62,10 @@ class EncodeError(RuntimeError):
 
 class EncoderMismatch(EncodeError):
     """This node's ffmpeg is not the build a task's key names: its bytes would not match."""
+
+
+class EncoderUnusable(MediaError):
+    """The chosen ffmpeg does not say which build it is, or cannot encode with libx264."""
 
 
 _X264_BUILD = re.compile(rb"x264 - core (\d+)(?: r(\d+))?(?: ([0-9a-f]+))?")
@@ -88,7 +92,7 @@ def _encoder_id(exe: str, _size: int, _mtime: int) -> tuple[tuple[str, Any], ...
     )
     m = _FFMPEG_VERSION.match(ver.stdout)
     if ver.returncode != 0 or m is None:
-        raise EncodeError(f"{exe} -version did not name an ffmpeg version: {ver.stdout[:200]!r}")
+        raise EncoderUnusable(f"{exe} -version names no ffmpeg version: {ver.stdout[:200]!r}")
     probe = subprocess.run(
         [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
          "color=c=black:s=16x16:d=0.04:r=25", "-frames:v", "1", "-c:v", "libx264",
@@ -97,7 +101,7 @@ def _encoder_id(exe: str, _size: int, _mtime: int) -> tuple[tuple[str, Any], ...
     )
     x = _X264_BUILD.search(probe.stdout)
     if probe.returncode != 0 or x is None:
-        raise EncodeError(f"{exe} cannot encode with libx264: {probe.stderr[-300:]!r}")
+        raise EncoderUnusable(f"{exe} cannot encode with libx264: {probe.stderr[-300:]!r}")
     x264 = " ".join(part.decode() for part in x.groups() if part)
     source = "IMAGEIO_FFMPEG_EXE" if os.environ.get("IMAGEIO_FFMPEG_EXE") else "imageio-ffmpeg"
     return (("ffmpeg", m.group(1)), ("x264", x264), ("source", source))

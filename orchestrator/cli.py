@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from actors.media import MediaError
+
 from .errors import ManifestInvalid, Problem
 from .expand import PlanError
 from .render import (
@@ -87,6 +89,8 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(f"cannot place the plan on this cluster:\n{e}")
         except WorkerStartError as e:
             _fail(str(e), code=1)
+        except MediaError as e:  # no usable ffmpeg: keys name the encoder, so plan needs one
+            _fail(str(e))
 
     return wrapper
 
@@ -123,14 +127,14 @@ def validate(files: tuple[str, ...], s3_endpoint: str | None) -> None:
     Example:
       reelfarm validate manifests/*.yaml
     """
-    from .expand import expand
+    from .expand import SHAPE_ONLY, expand
 
     bad = False
     for f in files:
         m, problems = _read(f, s3_endpoint)
         if m is not None:
             try:
-                plan = expand(m.story)
+                plan = expand(m.story, encoder=SHAPE_ONLY)  # no keys: no ffmpeg needed
             except PlanError as e:
                 problems = _plan_problems(m, e)
         if problems:

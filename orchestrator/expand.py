@@ -56,15 +56,20 @@ def frame_count(duration: float, fps: int) -> int:
     return max(1, math.floor(duration * fps + 0.5))
 
 
-def profile_key(profile: Profile) -> dict[str, Any]:
+#: ``expand(..., encoder=SHAPE_ONLY)``: a plan whose shape (branches, tasks, problems) is
+#: wanted but whose keys are never used, so no ffmpeg is needed (``reelfarm validate``).
+SHAPE_ONLY: dict[str, str] = {"ffmpeg": "-", "x264": "-", "source": "shape only: keys unused"}
+
+
+def profile_key(profile: Profile, encoder: dict[str, str] | None = None) -> dict[str, Any]:
+    """The profile as keys see it: size, rate and the encode spec with its encoder build
+    (``encoder``, default this process's: :func:`actors.encode.encoder_id`)."""
     from actors.encode import encode_spec
 
-    return {
-        "width": profile.width,
-        "height": profile.height,
-        "fps": profile.fps,
-        "encode": encode_spec(profile),
-    }
+    spec = encode_spec(profile, build=encoder is None)
+    if encoder is not None:
+        spec["encoder_build"] = {"ffmpeg": encoder["ffmpeg"], "x264": encoder["x264"]}
+    return {"width": profile.width, "height": profile.height, "fps": profile.fps, "encode": spec}
 
 
 # -- the segment graph ---------------------------------------------------------------------
@@ -176,11 +181,16 @@ def expand(
     salt: str = "",
     max_branches: int = DEFAULT_MAX_BRANCHES,
     max_tasks: int = DEFAULT_MAX_TASKS,
+    encoder: dict[str, str] | None = None,
 ) -> RenderPlan:
-    """Derive the render plan. Raises :class:`PlanError` when limits or backends refuse it."""
+    """Derive the render plan. Raises :class:`PlanError` when limits or backends refuse it.
+
+    ``encoder`` is the encoder build the keys name (default: this process's, which needs its
+    ffmpeg; :data:`SHAPE_ONLY` for a plan whose keys are not used)."""
     spec = story.spec
     profile = spec.profile
-    prof_key = profile_key(profile)
+    encoder = encoder or _encoder()
+    prof_key = profile_key(profile, encoder)
     story_renderer = spec.renderer.merged_over(BUILTIN_RENDERER)
     problems: list[tuple[Path_, str]] = []
     seg_index = {s.id: i for i, s in enumerate(spec.segments)}
@@ -271,7 +281,7 @@ def expand(
         branches=branches,
         tasks=list(tasks.values()),
         naive_tasks=naive,
-        encoder=_encoder(),
+        encoder=encoder,
     )
 
 

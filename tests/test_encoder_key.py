@@ -87,3 +87,17 @@ def test_a_node_with_another_build_refuses_the_task(other_build, tmp_path, monke
     monkeypatch.delenv("IMAGEIO_FFMPEG_EXE")  # the same build as the key: it renders
     record = worker.render(task, None)
     assert record.key == task.key and record.frames == task.frames
+
+
+def test_no_usable_ffmpeg_is_one_clear_line_and_validate_needs_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(tmp_path / "no-such-ffmpeg"))
+    r = CliRunner().invoke(main, ["plan", HEIST, "--store", str(tmp_path / "s")])
+    assert r.exit_code == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert "IMAGEIO_FFMPEG_EXE" in line and "Traceback" not in r.output
+    silent = _script(tmp_path / "ffmpeg-silent", "#!/bin/sh\nexit 0\n")  # names no version
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(silent))
+    r = CliRunner().invoke(main, ["plan", HEIST, "--store", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "names no ffmpeg version" in r.stderr
+    r = CliRunner().invoke(main, ["validate", HEIST])  # keys are not needed to validate
+    assert r.exit_code == 0 and "ok (" in r.stdout
