@@ -110,10 +110,12 @@ def _encoder_id(exe: str, _size: int, _mtime: int) -> tuple[tuple[str, Any], ...
 def check_encoder(want: dict[str, str] | None) -> None:
     """Refuse to encode for a key made for another encoder build (:class:`EncoderMismatch`).
 
-    ``want`` is the ``encoder_build`` of the task's key (``None``: the task names none).
+    ``want`` names the build (its ``ffmpeg`` and ``x264`` fields; ``None``: the key names none).
     """
-    have = _build(encoder_id())
-    if want is not None and want != have:
+    if want is None:
+        return
+    have, want = _build(encoder_id()), _build(want)
+    if want != have:
         raise EncoderMismatch(
             f"this node's encoder is ffmpeg {have['ffmpeg']} with x264 {have['x264']}, but the "
             f"task's key names ffmpeg {want['ffmpeg']} with x264 {want['x264']}: its bytes would "

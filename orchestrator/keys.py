@@ -119,6 +119,13 @@ def render_key(**fields: Any) -> str:
 ASSEMBLY_VERSION = 1
 
 
-def master_key(clip_digests: list[str], profile: dict[str, Any]) -> str:
-    """Key of a branch master: its ordered clips and the assembly version."""
-    return digest({"assembly": ASSEMBLY_VERSION, "clips": clip_digests, "profile": profile})
+def master_key(
+    clip_digests: list[str], profile: dict[str, Any], encoder: dict[str, str] | None = None
+) -> str:
+    """Key of a branch master: its ordered clips, the assembly version and the ffmpeg build
+    that joins them (``encoder``: its ``ffmpeg`` and ``x264`` fields; the muxer's bytes are the
+    build's, like the clips')."""
+    doc: dict[str, Any] = {"assembly": ASSEMBLY_VERSION, "clips": clip_digests, "profile": profile}
+    if encoder is not None:
+        doc["encoder"] = {"ffmpeg": encoder["ffmpeg"], "x264": encoder["x264"]}
+    return digest(doc)

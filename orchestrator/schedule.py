@@ -260,7 +260,7 @@ class Scheduler:
 
     def _reuse_master(self, b: BranchRun) -> bool:
         clips = [self.runs[t].record.outputs["clip"].sha256 for t in b.tasks]
-        b.key = master_key(clips, self.plan.profile.model_dump())
+        b.key = master_key(clips, self.plan.profile.model_dump(), self.plan.encoder)
         rec = self.store.get_action(b.key)
         if rec is None or "master" not in rec.outputs:
             return False
@@ -739,7 +739,8 @@ class Scheduler:
             clips = [self.runs[t].record.outputs["clip"] for t in b.tasks]
             b.status = "assembling"
             ref = ray.remote(assemble_master).options(num_cpus=0, max_retries=1).remote(
-                self.store_url, self.s3_endpoint, b.key, clips, self.plan.profile
+                self.store_url, self.s3_endpoint, b.key, clips, self.plan.profile,
+                self.plan.encoder,
             )
             self.assembling[ref] = b
 

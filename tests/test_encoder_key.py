@@ -101,3 +101,17 @@ def test_no_usable_ffmpeg_is_one_clear_line_and_validate_needs_none(tmp_path, mo
     assert r.exit_code == 2 and "names no ffmpeg version" in r.stderr
     r = CliRunner().invoke(main, ["validate", HEIST])  # keys are not needed to validate
     assert r.exit_code == 0 and "ok (" in r.stdout
+
+
+def test_masters_are_keyed_and_joined_by_one_build(tmp_path):
+    from orchestrator.assembly import assemble_master
+    from orchestrator.keys import master_key
+    from orchestrator.manifest import Profile
+
+    ours = encoder_id()
+    other = {**ours, "ffmpeg": "0.0-other-build"}
+    profile = {"width": 64, "height": 64, "fps": 8}
+    assert master_key(["a" * 64], profile, ours) == master_key(["a" * 64], profile, dict(ours))
+    assert master_key(["a" * 64], profile, ours) != master_key(["a" * 64], profile, other)
+    with pytest.raises(EncoderMismatch, match="0.0-other-build"):
+        assemble_master(str(tmp_path / "store"), None, "k" * 64, [], Profile(**profile), other)
