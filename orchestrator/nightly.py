@@ -211,7 +211,11 @@ def _load(source: str, s3_endpoint: str | None, outcome: StoryOutcome):
     try:
         data = _read(source, s3_endpoint)
     except ManifestInvalid as e:  # too big, not a regular file ...
-        outcome.status, outcome.problems = INVALID, _problems_of(e)
+        if not _claims_in_text(_head(source)):  # a big file that does not say it is a Story
+            outcome.status = SKIPPED
+            outcome.problems = [f"{source}: not a reelfarm/v1 Story manifest (and too big for one)"]
+        else:
+            outcome.status, outcome.problems = INVALID, _problems_of(e)
         return None
     except OSError as e:
         outcome.status, outcome.problems = FAILED, [f"{source}: cannot read: {e.strerror or e}"]
@@ -231,6 +235,22 @@ _CLAIMS_API = re.compile(r"""^\s*["']?apiVersion["']?\s*:\s*["']?reelfarm/v1\b""
 _CLAIMS_KIND = re.compile(r"""^\s*["']?kind["']?\s*:\s*["']?Story\b""", re.M)
 
 
+def _claims_in_text(text: str) -> bool:
+    return bool(_CLAIMS_API.search(text) and _CLAIMS_KIND.search(text))
+
+
+def _head(source: str, size: int = 64 * 1024) -> str:
+    """The start of a local regular file, as text ('' when it cannot be read)."""
+    path = Path(source)
+    try:
+        if source.startswith("s3://") or not path.is_file():
+            return ""
+        with path.open("rb") as f:
+            return f.read(size).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def not_a_story(source: str, data: bytes) -> str | None:
     """Why ``data`` is not a ``reelfarm/v1`` Story manifest, or ``None`` when it claims to be one.
 
@@ -245,14 +265,15 @@ def not_a_story(source: str, data: bytes) -> str | None:
     try:
         root = _compose(source, data.decode("utf-8"))
     except (ManifestInvalid, UnicodeDecodeError):
-        text = data.decode("utf-8", "replace")
-        if _CLAIMS_API.search(text) and _CLAIMS_KIND.search(text):
+        if _claims_in_text(data.decode("utf-8", "replace")):
             return None
         return "not a reelfarm/v1 Story manifest (not YAML or JSON that reads as one)"
     if root is None:
         return "empty file"
+    from yaml import MappingNode
+
     top: dict[str, Any] = {}
-    if isinstance(root.value, list):
+    if isinstance(root, MappingNode):
         for k, v in root.value:
             if isinstance(k.value, str) and isinstance(v.value, str) and k.value in (
                 "apiVersion", "kind"

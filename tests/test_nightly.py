@@ -33,6 +33,7 @@ def stories_dir(root: Path) -> Path:
     (d / "notes.yaml").write_text("todo:\n  - write act two\n")  # a draft: not a manifest
     shutil.copy(ROOT / "manifests" / "story.schema.json", d / "story.schema.json")
     (d / "other.yaml").write_text("apiVersion: reelfarm/v2\nkind: Story\n")
+    (d / "data.json").write_text(json.dumps({"frames": list(range(600_000))}))  # > 2 MiB
     return d
 
 
@@ -46,6 +47,8 @@ def test_what_claims_to_be_a_story():
     assert not_a_story("s.json", schema) is not None
     assert not_a_story("d.yaml", b"todo: [x]\n") is not None
     assert not_a_story("e.yaml", b"") is not None
+    assert not_a_story("l.yaml", b"- apiVersion: reelfarm/v1\n- kind: Story\n") is not None
+    assert not_a_story("s.yaml", b"just words\n") is not None
     assert not_a_story("v2.yaml", b"apiVersion: reelfarm/v2\nkind: Story\n") is not None
     assert not_a_story("h.yaml", (ROOT / "manifests" / "heist.yaml").read_bytes()) is None
     # broken YAML that says it is a Story is a Story (and is then reported invalid)
@@ -63,10 +66,10 @@ def test_dry_run_plans_the_night_and_creates_nothing(tmp_path):
     assert not store.exists() and not out.exists()
     assert "invalid broken.yaml" not in stderr  # problems name the full source
     assert f"invalid {d / 'broken.yaml'}:" in stderr
-    for name in ("notes.yaml", "story.schema.json", "other.yaml"):
+    for name in ("notes.yaml", "story.schema.json", "other.yaml", "data.json"):
         assert f"skipped {d / name}: {d / name}: not a reelfarm/v1 Story manifest" in stderr
     assert "wip" not in stdout  # excluded
-    assert "dry run: 2 stories, 3 skipped, 1 invalid; 2 tasks: 0 cached, 2 to render " \
+    assert "dry run: 2 stories, 4 skipped, 1 invalid; 2 tasks: 0 cached, 2 to render " \
            "(the store does not exist yet: nothing is cached); nothing rendered" in stderr
 
     code, stdout, stderr = cli("nightly", str(d), "--store", str(store), "--out", str(out),
@@ -86,11 +89,11 @@ def test_a_night_with_drafts_and_a_schema_is_green(ray_cluster, tmp_path):
     result = run_nightly(str(d), opts)
     assert result.exit_code == 0
     status = {Path(s.source).name: s.status for s in result.stories}
-    assert status == {"one.yaml": "rendered", "notes.yaml": "skipped",
+    assert status == {"one.yaml": "rendered", "notes.yaml": "skipped", "data.json": "skipped",
                       "story.schema.json": "skipped", "other.yaml": "skipped"}
     summary = json.loads(Path(result.summary).read_text())
     assert summary["status"] == "succeeded"
-    assert summary["totals"]["stories"] == 1 and summary["totals"]["skipped"] == 3
+    assert summary["totals"]["stories"] == 1 and summary["totals"]["skipped"] == 4
 
     # the same night, dry: every task is cached now
     code, stdout, stderr = cli("nightly", str(d), "--store", str(tmp_path / "store"),
@@ -127,3 +130,16 @@ def test_dry_run_over_an_s3_prefix(s3_url, s3_client):
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix)
             .get("Contents", [])]
     assert all("/stories/" in k for k in keys)  # nothing written: no store, no output
+
+
+def test_a_file_too_big_for_a_manifest_is_skipped_unless_it_says_it_is_one(tmp_path):
+    from orchestrator.nightly import INVALID, SKIPPED, StoryOutcome, _load
+
+    big = tmp_path / "big.yaml"
+    big.write_text("apiVersion: reelfarm/v1\nkind: Story\n# " + "x" * (3 * 2**20) + "\n")
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps({"frames": list(range(600_000))}))
+    for path, status in ((big, INVALID), (data, SKIPPED)):
+        outcome = StoryOutcome(source=str(path), status="failed")
+        assert _load(str(path), None, outcome) is None
+        assert outcome.status == status and outcome.problems
