@@ -44,7 +44,9 @@ class ShotRenderer:
         whose renderer cannot be made fails the actor's start, not a shot."""
         import ray
 
-        import actors.encode  # noqa: F401 - imported now rather than in the first render
+        import actors.encode
+
+        actors.encode.encoder_id()  # read the ffmpeg build now, not inside the first render
 
         if self._renderer is None:
             self._renderer = self.backend.create_renderer()
