@@ -13,6 +13,11 @@ Every clip of a story is encoded the same way, so masters are joined by stream c
 :func:`encode_spec` returns all of that as a JSON-able dict: it goes into every render key, so a
 change here re-renders (bump :data:`ENCODE_VERSION` for changes the dict does not show).
 
+The encoder itself is part of the spec: :func:`encoder_id` names the ffmpeg build and the x264
+build inside it, read from the binary this process uses. Two builds can make different bytes
+from the same frames, so they never share a key; a renderer refuses a task keyed for another
+build (:class:`EncoderMismatch`) rather than store its bytes under that key.
+
 Frames are streamed to ffmpeg's stdin as raw RGB; no file per frame touches the disk. A frame of
 another size is fitted to the profile by :func:`fit_frame`.
 """
@@ -20,8 +25,10 @@ another size is fitted to the profile by :func:`fit_frame`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -31,7 +38,7 @@ import ffmpeg
 import numpy as np
 from PIL import Image
 
-from .media import ffmpeg_exe, temp_sibling
+from .media import MediaError, ffmpeg_exe, temp_sibling
 
 ENCODE_VERSION = "h264-cfr-1"
 
@@ -53,15 +60,87 @@ class EncodeError(RuntimeError):
     """ffmpeg failed to encode a clip; the message carries the tail of its stderr."""
 
 
+class EncoderMismatch(EncodeError):
+    """This node's ffmpeg is not the build a task's key names: its bytes would not match."""
+
+
+class EncoderUnusable(MediaError):
+    """The chosen ffmpeg does not say which build it is, or cannot encode with libx264."""
+
+
+_X264_BUILD = re.compile(rb"x264 - core (\d+)(?: r(\d+))?(?: ([0-9a-f]+))?")
+_FFMPEG_VERSION = re.compile(r"^ffmpeg version (\S+)")
+
+
+def encoder_id() -> dict[str, Any]:
+    """The encoder this process uses: ffmpeg's version and the libx264 build inside it.
+
+    Read from the binary itself (``-version``, and the x264 build string x264 writes into every
+    stream it makes, from a one-frame test encode), once per binary. ``source`` says how the
+    binary was chosen: ``imageio-ffmpeg`` (the pinned build, the default everywhere) or
+    ``IMAGEIO_FFMPEG_EXE`` (an explicit choice).
+    """
+    exe = ffmpeg_exe()
+    st = os.stat(exe)
+    return dict(_encoder_id(exe, st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _encoder_id(exe: str, _size: int, _mtime: int) -> tuple[tuple[str, Any], ...]:
+    ver = subprocess.run(
+        [exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=60
+    )
+    m = _FFMPEG_VERSION.match(ver.stdout)
+    if ver.returncode != 0 or m is None:
+        raise EncoderUnusable(f"{exe} -version names no ffmpeg version: {ver.stdout[:200]!r}")
+    probe = subprocess.run(
+        [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+         "color=c=black:s=16x16:d=0.04:r=25", "-frames:v", "1", "-c:v", "libx264",
+         "-f", "h264", "pipe:1"],
+        capture_output=True, timeout=60,
+    )
+    x = _X264_BUILD.search(probe.stdout)
+    if probe.returncode != 0 or x is None:
+        raise EncoderUnusable(f"{exe} cannot encode with libx264: {probe.stderr[-300:]!r}")
+    x264 = " ".join(part.decode() for part in x.groups() if part)
+    source = "IMAGEIO_FFMPEG_EXE" if os.environ.get("IMAGEIO_FFMPEG_EXE") else "imageio-ffmpeg"
+    return (("ffmpeg", m.group(1)), ("x264", x264), ("source", source))
+
+
+def check_encoder(want: dict[str, str] | None) -> None:
+    """Refuse to encode for a key made for another encoder build (:class:`EncoderMismatch`).
+
+    ``want`` names the build (its ``ffmpeg`` and ``x264`` fields; ``None``: the key names none).
+    """
+    if want is None:
+        return
+    have, want = _build(encoder_id()), _build(want)
+    if want != have:
+        raise EncoderMismatch(
+            f"this node's encoder is ffmpeg {have['ffmpeg']} with x264 {have['x264']}, but the "
+            f"task's key names ffmpeg {want['ffmpeg']} with x264 {want['x264']}: its bytes would "
+            "not be the ones the key promises. Use the same imageio-ffmpeg on every node (or the "
+            "same IMAGEIO_FFMPEG_EXE build)"
+        )
+
+
+def _build(ident: dict[str, Any]) -> dict[str, str]:
+    return {"ffmpeg": ident["ffmpeg"], "x264": ident["x264"]}
+
+
 def timescale(profile: ProfileLike) -> int:
     """The MP4 track timescale of every clip in ``profile``: ticks per second."""
     return int(profile.fps) * TIMESCALE_PER_FPS
 
 
-def encode_spec(profile: ProfileLike) -> dict[str, Any]:
-    """Every setting that decides a clip's bytes (JSON-able; part of every render key)."""
+def encode_spec(profile: ProfileLike, *, build: bool = True) -> dict[str, Any]:
+    """Every setting that decides a clip's bytes (JSON-able; part of every render key).
+
+    ``encoder_build`` is this process's ffmpeg and x264 build (:func:`encoder_id`); ``build=False``
+    leaves it out, for checks that read only the format (assembly's probe of a clip).
+    """
     fps = int(profile.fps)
-    return {
+    spec = {
         "version": ENCODE_VERSION,
         "container": "mp4",
         "movflags": "+faststart",
@@ -82,6 +161,9 @@ def encode_spec(profile: ProfileLike) -> dict[str, Any]:
         "fit": "contain-center-black",
         "input": "rgb24",
     }
+    if build:
+        spec["encoder_build"] = _build(encoder_id())
+    return spec
 
 
 # -- frames -------------------------------------------------------------------------------------
@@ -159,7 +241,7 @@ def decode_png(data: bytes) -> np.ndarray:
 
 def encode_command(path: str | os.PathLike[str], profile: ProfileLike) -> list[str]:
     """The ffmpeg command line that reads raw RGB frames on stdin and writes ``path``."""
-    spec = encode_spec(profile)
+    spec = encode_spec(profile, build=False)
     w, h, fps = spec["width"], spec["height"], spec["fps"]
     stream = ffmpeg.input(
         "pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps

@@ -41,9 +41,12 @@ def temp_sibling(path: Path) -> Path:
 
 
 def ffmpeg_exe() -> str:
-    """The ffmpeg binary: ``$IMAGEIO_FFMPEG_EXE``, else ``ffmpeg`` on PATH, else imageio-ffmpeg's.
+    """The ffmpeg binary: the one pinned by imageio-ffmpeg, or ``$IMAGEIO_FFMPEG_EXE`` when set.
 
-    An ``IMAGEIO_FFMPEG_EXE`` that is set but unusable is an error, never silently skipped.
+    Never ``ffmpeg`` from ``PATH``: every node of a farm encodes with the same build, so their
+    clips share cache keys (the key names the build, see :func:`actors.encode.encoder_id`). An
+    ``IMAGEIO_FFMPEG_EXE`` is an explicit choice, reported by ``plan``; set but unusable, it is
+    an error, never silently skipped.
     """
     env = os.environ.get("IMAGEIO_FFMPEG_EXE")
     if env:
@@ -53,17 +56,14 @@ def ffmpeg_exe() -> str:
                 f"IMAGEIO_FFMPEG_EXE={env!r} is not an executable ffmpeg; fix or unset it"
             )
         return found
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
     try:
         import imageio_ffmpeg
 
         exe = imageio_ffmpeg.get_ffmpeg_exe()
     except Exception as exc:  # ImportError, or imageio-ffmpeg finding no binary for this platform
         raise FFmpegNotFound(
-            "no ffmpeg found: set IMAGEIO_FFMPEG_EXE, put ffmpeg on PATH, or "
-            f"`pip install imageio-ffmpeg` ({exc})"
+            "no ffmpeg found: `pip install imageio-ffmpeg` (its pinned build is the one every "
+            f"node uses), or set IMAGEIO_FFMPEG_EXE to choose another ({exc})"
         ) from exc
     return exe
 

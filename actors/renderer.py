@@ -44,7 +44,9 @@ class ShotRenderer:
         whose renderer cannot be made fails the actor's start, not a shot."""
         import ray
 
-        import actors.encode  # noqa: F401 - imported now rather than in the first render
+        import actors.encode
+
+        actors.encode.encoder_id()  # read the ffmpeg build now, not inside the first render
 
         if self._renderer is None:
             self._renderer = self.backend.create_renderer()
@@ -61,8 +63,9 @@ class ShotRenderer:
         return self._renderer.loaded_models() if self._renderer else []
 
     def render(self, task: RenderTask, condition: BlobRef | None) -> ActionRecord:
-        from actors.encode import ClipEncoder, decode_png, encode_png
+        from actors.encode import ClipEncoder, check_encoder, decode_png, encode_png
 
+        check_encoder(task.encoder_build)  # never store another build's bytes under this key
         started = time.perf_counter()
         cond = decode_png(self.store.get_bytes(condition.sha256)) if condition else None
         if self._renderer is None:

@@ -16,11 +16,16 @@ from .store import ActionRecord, BlobRef, open_store
 
 
 def assemble_master(
-    store_url: str, s3_endpoint: str | None, key: str, clips: list[BlobRef], profile: Profile
+    store_url: str, s3_endpoint: str | None, key: str, clips: list[BlobRef], profile: Profile,
+    encoder: dict[str, str] | None = None,
 ) -> ActionRecord:
-    """Fetch (and verify) the clips, join them without re-encoding, store the master."""
-    from actors.assemble import concat_clips
+    """Fetch (and verify) the clips, join them without re-encoding, store the master.
 
+    ``encoder`` is the ffmpeg build the master's key names; another build here refuses."""
+    from actors.assemble import concat_clips
+    from actors.encode import check_encoder
+
+    check_encoder(encoder)  # the muxer's bytes are the build's too
     started = time.perf_counter()
     store = open_store(store_url, s3_endpoint=s3_endpoint)
     with tempfile.TemporaryDirectory(prefix="reelfarm-master-") as tmp:

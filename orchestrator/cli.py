@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from actors.media import MediaError
+
 from .errors import ManifestInvalid, Problem
 from .expand import PlanError
 from .render import (
@@ -87,6 +89,8 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(f"cannot place the plan on this cluster:\n{e}")
         except WorkerStartError as e:
             _fail(str(e), code=1)
+        except MediaError as e:  # no usable ffmpeg: keys name the encoder, so plan needs one
+            _fail(str(e))
 
     return wrapper
 
@@ -123,14 +127,14 @@ def validate(files: tuple[str, ...], s3_endpoint: str | None) -> None:
     Example:
       reelfarm validate manifests/*.yaml
     """
-    from .expand import expand
+    from .expand import SHAPE_ONLY, expand
 
     bad = False
     for f in files:
         m, problems = _read(f, s3_endpoint)
         if m is not None:
             try:
-                plan = expand(m.story)
+                plan = expand(m.story, encoder=SHAPE_ONLY)  # no keys: no ffmpeg needed
             except PlanError as e:
                 problems = _plan_problems(m, e)
         if problems:
@@ -213,6 +217,8 @@ def plan_document(sched) -> dict[str, Any]:
             "to_render": len(p.tasks) - cached,
         },
         "critical_path_seconds": round(p.critical_path_seconds, 3),
+        "encoder": p.encoder,
+        "notes": [f"{t.id}: {t.note}" for t in p.tasks if t.note],
         "task_list": [
             {"id": t.id, "shot": t.shot, "segment": t.segment, "key": t.key,
              "upstream": t.upstream, "frames": t.frames, "backend": t.backend,
@@ -238,6 +244,12 @@ def _print_plan(sched, doc: dict[str, Any]) -> None:
         f"(naive per-branch count {t['naive']}) · {t['cached']} cached · "
         f"{t['to_render']} to render · critical path ≈ {fmt_duration(p.critical_path_seconds)}"
     )
+    if p.encoder:
+        e = p.encoder
+        console.print(f"encoder: ffmpeg {e['ffmpeg']}, x264 {e['x264']} ({e['source']})",
+                      markup=False, highlight=False)
+    for note in doc["notes"]:
+        console.print(f"note: {note}", markup=False, highlight=False)
     bt = Table(title="branches", title_justify="left", box=None, header_style="bold")
     for col in ("master", "path", "choices", "shots"):
         bt.add_column(col)
@@ -281,7 +293,8 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
               help="Retries of a failing task before it is marked failed.")
 @click.option("--max-workers", type=click.IntRange(1), help="Cap on renderer actors.")
 @click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Kill and replace an actor whose render runs longer than this.")
+              help="Kill and replace an actor whose render runs longer than this. Default: 20 "
+                   "times the shot's estimate, and at least 15 minutes.")
 @click.option("--preview-first", is_flag=True,
               help="First render the opening segment and each branch's first segment of its own, "
               "so every choice's outcome can be previewed early.")

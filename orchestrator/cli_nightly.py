@@ -7,7 +7,16 @@ import sys
 import click
 
 from .cli import _fail, _guard, _store_options, main
-from .nightly import INVALID, UNCHANGED, NightlyError, NightlyOptions, StoryOutcome, run_nightly
+from .nightly import (
+    INVALID,
+    SKIPPED,
+    UNCHANGED,
+    NightlyError,
+    NightlyOptions,
+    StoryOutcome,
+    dry_run,
+    run_nightly,
+)
 from .schedule import SchedulerOptions
 
 
@@ -23,28 +32,40 @@ from .schedule import SchedulerOptions
               help="Retries of a failing task before it is marked failed.")
 @click.option("--max-workers", type=click.IntRange(1), help="Cap on renderer actors.")
 @click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Kill and replace an actor whose render runs longer than this.")
+              help="Kill and replace an actor whose render runs longer than this. Default: 20 "
+                   "times the shot's estimate, and at least 15 minutes.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Only files whose path under PREFIX matches (repeatable; * matches across /).")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Leave out files whose path under PREFIX matches (repeatable).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the night's plan (stories, tasks to render, cached) and stop: "
+                   "nothing renders, nothing is written, no store is created.")
 @click.option("--quiet", "-q", is_flag=True, help="No render progress; only the summary.")
 @click.option("--plain", is_flag=True, help="One log line per event (the default without a TTY).")
 @_guard
 def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: str,
             address: str | None, retries: int, max_workers: int | None,
-            task_timeout: float | None, quiet: bool, plain: bool) -> None:
+            task_timeout: float | None, include: tuple[str, ...], exclude: tuple[str, ...],
+            dry_run: bool, quiet: bool, plain: bool) -> None:
     """Render every story manifest under PREFIX, incrementally.
 
     \b
     PREFIX is an s3:// prefix or a local directory; every .yaml, .yml and .json file under it
-    is a story. Each story renders into <out>/<story name>/. A story whose shots and masters
-    are all cached and already published is left alone (nothing renders, nothing is written);
+    that says apiVersion: reelfarm/v1 and kind: Story is a story; other files (drafts,
+    schemas) are skipped and listed. Each story renders into <out>/<story name>/. A story
+    whose shots and masters are all cached and already published is left alone (nothing
+    renders, nothing is written);
     a changed story renders only its new shots and re-assembles only the branches that hold
     them. An invalid manifest or a failing story is reported and the others still render.
     A table of stories is printed, and the run's summary is written to
     <out>/nightly-<run id>.json.
-    Exit 0 when every story is rendered or unchanged, 1 when any failed or is invalid,
-    2 when PREFIX holds no manifests or the store cannot be used.
-    Example:
+    Exit 0 when every story is rendered or unchanged (or the file skipped), 1 when any failed
+    or is invalid, 2 when PREFIX holds no manifests or the store cannot be used.
+    Examples:
       reelfarm nightly s3://studio/stories --store s3://studio-renders/reelfarm \\
           --out s3://studio-renders/out
+      reelfarm nightly stories/ --out renders/ --exclude 'drafts/*' --dry-run
     """
     opts = NightlyOptions(
         store=store_url,
@@ -54,7 +75,12 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
         scheduler=SchedulerOptions(retries=retries, max_workers=max_workers,
                                    task_timeout=task_timeout),
         progress="quiet" if quiet else ("plain" if plain else "auto"),
+        include=include,
+        exclude=exclude,
     )
+    if dry_run:
+        _dry_run(prefix, opts)
+        return
 
     def on_story(s: StoryOutcome) -> None:
         click.echo(f"{s.story or s.source}: {_what(s)}", err=True)
@@ -72,14 +98,49 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
     t = doc["totals"]
     click.echo(
         f"nightly {result.run_id}: {t['stories']} stories: {t['rendered']} rendered, "
-        f"{t['unchanged']} unchanged, {t['failed']} failed, {t['invalid']} invalid; "
+        f"{t['unchanged']} unchanged, {t['failed']} failed, {t['invalid']} invalid, "
+        f"{t['skipped']} files skipped; "
         f"summary {result.summary}",
         err=True,
     )
     sys.exit(result.exit_code)
 
 
+def _dry_run(prefix: str, opts: NightlyOptions) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        plan = dry_run(prefix, opts)
+    except NightlyError as e:
+        _fail(str(e))
+        return
+    table = Table(box=None, header_style="bold")
+    for col, just in (("story", "left"), ("status", "left"), ("tasks", "right"),
+                      ("cached", "right"), ("to render", "right"), ("masters", "right"),
+                      ("source", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for s in plan.stories:
+        table.add_row(s.story or "-", s.status, str(s.tasks), str(s.cached), str(s.to_render),
+                      str(s.masters), s.source)
+    Console(width=200, soft_wrap=True, highlight=False).print(table, markup=False)
+    for s in plan.stories:
+        for p in s.problems:
+            click.echo(f"{s.status} {s.story or s.source}: {p}", err=True)
+    t = plan.document()["totals"]
+    where = "" if plan.store_exists else " (the store does not exist yet: nothing is cached)"
+    click.echo(
+        f"dry run: {t['stories']} stories, {t['skipped']} skipped, {t['invalid']} invalid; "
+        f"{t['tasks']} tasks: {t['cached']} cached, {t['to_render']} to render{where}; "
+        "nothing rendered",
+        err=True,
+    )
+    sys.exit(plan.exit_code)
+
+
 def _what(s: StoryOutcome) -> str:
+    if s.status == SKIPPED:
+        return "skipped (not a reelfarm/v1 Story)"
     if s.status == UNCHANGED:
         return f"unchanged ({s.tasks} tasks cached, {s.masters} masters published)"
     if s.status == INVALID:

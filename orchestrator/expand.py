@@ -15,7 +15,9 @@ The story must already have passed :mod:`orchestrator.storygraph` (references re
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,15 +56,20 @@ def frame_count(duration: float, fps: int) -> int:
     return max(1, math.floor(duration * fps + 0.5))
 
 
-def profile_key(profile: Profile) -> dict[str, Any]:
+#: ``expand(..., encoder=SHAPE_ONLY)``: a plan whose shape (branches, tasks, problems) is
+#: wanted but whose keys are never used, so no ffmpeg is needed (``reelfarm validate``).
+SHAPE_ONLY: dict[str, str] = {"ffmpeg": "-", "x264": "-", "source": "shape only: keys unused"}
+
+
+def profile_key(profile: Profile, encoder: dict[str, str] | None = None) -> dict[str, Any]:
+    """The profile as keys see it: size, rate and the encode spec with its encoder build
+    (``encoder``, default this process's: :func:`actors.encode.encoder_id`)."""
     from actors.encode import encode_spec
 
-    return {
-        "width": profile.width,
-        "height": profile.height,
-        "fps": profile.fps,
-        "encode": encode_spec(profile),
-    }
+    spec = encode_spec(profile, build=encoder is None)
+    if encoder is not None:
+        spec["encoder_build"] = {"ffmpeg": encoder["ffmpeg"], "x264": encoder["x264"]}
+    return {"width": profile.width, "height": profile.height, "fps": profile.fps, "encode": spec}
 
 
 # -- the segment graph ---------------------------------------------------------------------
@@ -134,6 +141,37 @@ def choice_label(seg: Segment, nxt: str) -> str | None:
     return next(o.label for o in opts if o.next == nxt)
 
 
+# -- branch names -------------------------------------------------------------------------
+
+#: Longest ``<ending>~<via>`` name; a longer path is named ``<ending>.<hash>`` instead.
+MAX_VIA_NAME = 100
+BRANCH_HASH_HEX = 12
+BRANCH_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}(~[a-z0-9][a-z0-9_.-]*|\.[0-9a-f]{12})?$")
+
+
+def branch_name(path: list[str]) -> str:
+    """A branch's name, made from its own path only, so editing another path never renames it.
+
+    * ``<ending>`` when the path goes straight from ``start`` to the ending (or ``start`` is the
+      ending);
+    * ``<ending>~<seg>.<seg>...``: the ending, then the segments between ``start`` and the
+      ending in playing order (``truth~market.reunion``);
+    * ``<ending>.<12 hex>`` when that would be longer than :data:`MAX_VIA_NAME` characters: a
+      sha256 of the whole path (``branches.json`` gives the segments and choices).
+
+    Segment ids are ``[a-z0-9][a-z0-9_-]*``, so ``~`` and ``.`` cannot come from an id: a name
+    maps back to one path, and it is a safe file name (``masters/<name>.mp4``).
+    """
+    ending, via = path[-1], path[1:-1]
+    name = f"{ending}~{'.'.join(via)}" if via else ending
+    if len(name) > MAX_VIA_NAME:
+        h = hashlib.sha256("\n".join(path).encode()).hexdigest()[:BRANCH_HASH_HEX]
+        name = f"{ending}.{h}"
+    if not BRANCH_NAME_RE.match(name) or len(name) > 200:  # ids are checked; this guards paths
+        raise ValueError(f"branch name {name!r} is not a safe file name")
+    return name
+
+
 # -- expansion -----------------------------------------------------------------------------
 
 
@@ -143,11 +181,16 @@ def expand(
     salt: str = "",
     max_branches: int = DEFAULT_MAX_BRANCHES,
     max_tasks: int = DEFAULT_MAX_TASKS,
+    encoder: dict[str, str] | None = None,
 ) -> RenderPlan:
-    """Derive the render plan. Raises :class:`PlanError` when limits or backends refuse it."""
+    """Derive the render plan. Raises :class:`PlanError` when limits or backends refuse it.
+
+    ``encoder`` is the encoder build the keys name (default: this process's, which needs its
+    ffmpeg; :data:`SHAPE_ONLY` for a plan whose keys are not used)."""
     spec = story.spec
     profile = spec.profile
-    prof_key = profile_key(profile)
+    encoder = encoder or _encoder()
+    prof_key = profile_key(profile, encoder)
     story_renderer = spec.renderer.merged_over(BUILTIN_RENDERER)
     problems: list[tuple[Path_, str]] = []
     seg_index = {s.id: i for i, s in enumerate(spec.segments)}
@@ -155,7 +198,7 @@ def expand(
     preds = predecessors(story)
 
     # Resolve and check every shot once, before any task is made.
-    resolved: dict[str, tuple[RendererSpec, int]] = {}
+    resolved: dict[str, tuple[RendererSpec, int, str | None]] = {}
     for sid in order:
         si = seg_index[sid]
         for j, shot in enumerate(spec.segments[si].shots):
@@ -169,13 +212,17 @@ def expand(
                 at = (*where, "renderer", "backend") if field else ("spec", "renderer", "backend")
                 problems.append((at, str(e.args[0])))
                 continue
+            pin = getattr(backend, "pin_revision", None)  # a moving model revision -> a commit
+            note = None
+            if pin is not None:
+                renderer, note = pin(renderer)
             issues = backend.check(renderer, frames, profile)
             issues += backend.check_continuity(renderer, shot.continuity)
             for issue in issues:
                 field = tuple(issue.field.split("."))
                 at = ("spec", *field) if field[0] == "profile" else (*where, *field)
                 problems.append((at, issue.message))
-            resolved[shot.id] = (renderer, frames)
+            resolved[shot.id] = (renderer, frames, note)
     if problems:
         raise PlanError(_dedupe(problems))
 
@@ -195,7 +242,7 @@ def expand(
         entry_variants[sid] = len(contexts)
         prev: list[str | None] = list(contexts) or [None]
         for shot in seg.shots:
-            renderer, frames = resolved[shot.id]
+            renderer, frames, note = resolved[shot.id]
             ups: list[str | None] = [None] if shot.continuity == "cut" else prev
             if len(tasks) + len(ups) > max_tasks:
                 worst = max(entry_variants, key=lambda s: entry_variants[s])
@@ -215,7 +262,7 @@ def expand(
                 tid = shot.id if len(ups) == 1 else f"{shot.id}~{k}"
                 task = _make_task(
                     tid, shot, seg.id, renderer, frames, profile, prof_key, spec.seed, salt,
-                    tasks[up] if up else None,
+                    tasks[up] if up else None, note,
                 )
                 tasks[tid] = task
                 task_of[(shot.id, up)] = tid
@@ -234,7 +281,15 @@ def expand(
         branches=branches,
         tasks=list(tasks.values()),
         naive_tasks=naive,
+        encoder=encoder,
     )
+
+
+def _encoder() -> dict[str, str]:
+    """The encoder the keys name: ffmpeg and x264 builds, and how the binary was chosen."""
+    from actors.encode import encoder_id
+
+    return {k: str(v) for k, v in encoder_id().items()}
 
 
 def _dedupe(problems: list[tuple[Path_, str]]) -> list[tuple[Path_, str]]:
@@ -253,6 +308,7 @@ def _make_task(
     base_seed: int,
     salt: str,
     upstream: RenderTask | None,
+    note: str | None = None,
 ) -> RenderTask:
     backend = get_backend(renderer.backend or "previz")
     seed = shot.seed if shot.seed is not None else derive_seed(base_seed, shot.prompt)
@@ -271,6 +327,8 @@ def _make_task(
         upstream=upstream.id if upstream else None,
         upstream_key=upstream.key if upstream else None,
         est_seconds=frames * backend.seconds_per_frame(renderer, profile) + TASK_OVERHEAD_SECONDS,
+        encoder_build=prof_key["encode"].get("encoder_build"),
+        note=note,
     )
     key = render_key(
         salt=salt,
@@ -313,15 +371,15 @@ def _branches(
     else:
         paths = [list(p) for p in spec.masters]
 
-    per_ending: dict[str, int] = {}
-    for p in paths:
-        per_ending[p[-1]] = per_ending.get(p[-1], 0) + 1
-    seen_ending: dict[str, int] = {}
     out: list[Branch] = []
+    names: dict[str, list[str]] = {}
     for path in paths:
-        end = path[-1]
-        seen_ending[end] = seen_ending.get(end, 0) + 1
-        name = end if per_ending[end] == 1 else f"{end}.{seen_ending[end]}"
+        name = branch_name(path)
+        if name in names:  # two paths, one hash: never seen, but never published over each other
+            raise PlanError(
+                [(("spec", "masters"), f"paths {names[name]} and {path} share the name {name!r}")]
+            )
+        names[name] = path
         choices: list[str] = []
         shots: list[str] = []
         task_ids: list[str] = []

@@ -15,64 +15,58 @@ A render key is ``sha256(canonical JSON)`` of a document with these fields:
 ``upstream``              render key of the conditioning task, or ``null``
 ========================  =======================================================
 
-Canonical JSON: keys sorted, no whitespace, UTF-8, strings NFC-normalised, floats via
-:func:`repr` (so ``5.0`` and ``5`` differ only if their types differ). Shot and segment ids are
-not part of the key: renaming a shot does not re-render it (a backend that burns ids into its
-pixels, such as previz's slate, names them in its own ``params``).
+Canonical JSON (:func:`canonical_json`, the standard ``json`` encoder): keys sorted, no
+whitespace, UTF-8, strings NFC-normalised, floats via :func:`repr` (so ``5.0`` and ``5`` differ
+only if their types differ). The profile's encode spec names the encoder build (ffmpeg and
+x264) that makes the clip's bytes, so nodes with different builds never share a key. Shot and
+segment ids are not part of the key: renaming a shot does not re-render it (a backend that
+burns ids into its pixels, such as previz's slate, names them in its own ``params``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
+import json
 import unicodedata
 from typing import Any
 
-KEY_SCHEMA = 1
+#: 2: canonical JSON by the standard encoder (short escapes such as ``\\n``), and the encoder
+#: build (ffmpeg and x264) in the profile's encode spec.
+KEY_SCHEMA = 2
 
 
-def _canon(value: Any) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"non-finite float in a cache key: {value!r}")
-        return repr(value)
+def _nfc(value: Any) -> Any:
+    """``value`` with every string (keys too) NFC-normalised; refuses what JSON cannot hold."""
     if isinstance(value, str):
-        return _canon_str(value)
+        return unicodedata.normalize("NFC", value)
     if isinstance(value, dict):
-        items = sorted((unicodedata.normalize("NFC", str(k)), v) for k, v in value.items())
-        return "{" + ",".join(f"{_canon_str(k)}:{_canon(v)}" for k, v in items) + "}"
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"cache key documents have string keys, not {k!r}")
+            out[unicodedata.normalize("NFC", k)] = _nfc(v)
+        return out
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_canon(v) for v in value) + "]"
+        return [_nfc(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
     raise TypeError(f"cannot put {type(value).__name__} in a cache key")
 
 
-def _canon_str(s: str) -> str:
-    s = unicodedata.normalize("NFC", s)
-    out = ['"']
-    for ch in s:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ord(ch) < 0x20:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def canonical_json(value: Any) -> bytes:
-    """The canonical encoding every key is hashed from."""
-    return _canon(value).encode("utf-8")
+    """The canonical encoding every key is hashed from.
+
+    The standard encoder with sorted keys, no whitespace and UTF-8 text (not ``\\u`` escapes);
+    strings NFC-normalised first. Floats are written by ``float.__repr__`` (what ``json`` uses),
+    so ``5.0`` and ``5`` differ; NaN and infinities are refused.
+    """
+    try:
+        text = json.dumps(
+            _nfc(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except ValueError as e:
+        raise ValueError(f"non-finite float in a cache key: {e}") from e
+    return text.encode("utf-8")
 
 
 def digest(value: Any) -> str:
@@ -125,6 +119,13 @@ def render_key(**fields: Any) -> str:
 ASSEMBLY_VERSION = 1
 
 
-def master_key(clip_digests: list[str], profile: dict[str, Any]) -> str:
-    """Key of a branch master: its ordered clips and the assembly version."""
-    return digest({"assembly": ASSEMBLY_VERSION, "clips": clip_digests, "profile": profile})
+def master_key(
+    clip_digests: list[str], profile: dict[str, Any], encoder: dict[str, str] | None = None
+) -> str:
+    """Key of a branch master: its ordered clips, the assembly version and the ffmpeg build
+    that joins them (``encoder``: its ``ffmpeg`` and ``x264`` fields; the muxer's bytes are the
+    build's, like the clips')."""
+    doc: dict[str, Any] = {"assembly": ASSEMBLY_VERSION, "clips": clip_digests, "profile": profile}
+    if encoder is not None:
+        doc["encoder"] = {"ffmpeg": encoder["ffmpeg"], "x264": encoder["x264"]}
+    return digest(doc)

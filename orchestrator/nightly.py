@@ -3,7 +3,10 @@
 For each manifest under ``PREFIX`` (an ``s3://`` prefix or a local directory, searched
 recursively for ``.yaml``, ``.yml`` and ``.json`` files), in name order:
 
-1. load and validate it; an invalid manifest is reported (``invalid``) and the run goes on;
+1. a file that is not a ``reelfarm/v1`` Story (no ``apiVersion: reelfarm/v1`` with
+   ``kind: Story``: a draft, a JSON Schema, any other YAML) is ``skipped`` and listed; a file
+   that claims to be one is loaded and validated, and an invalid one is reported (``invalid``,
+   which fails the night) while the run goes on;
 2. plan it against the store and look every render key and master up (batched requests);
 3. when every clip and every master is cached and ``<out>/<story>/`` already holds exactly the
    masters and ``branches.json`` this plan publishes, the story is ``unchanged``: nothing is
@@ -14,8 +17,13 @@ recursively for ``.yaml``, ``.yml`` and ``.json`` files), in name order:
 
 One story's failure (invalid manifest, failed shots, a store or cluster error) never stops the
 others. The summary (``nightly-<run id>.json`` under ``<out>``) lists every story with its
-status and counts. The exit code is 0 when every story is ``rendered`` or ``unchanged``, 1 when
-any is ``failed`` or ``invalid``.
+status and counts. The exit code is 0 when every story is ``rendered``, ``unchanged`` or
+``skipped``, 1 when any is ``failed`` or ``invalid``.
+
+``include``/``exclude`` globs pick files by their path under the prefix (``fnmatch``: ``*``
+matches across ``/``). :func:`dry_run` gives the night's plan without rendering anything or
+creating a store: for each file, skipped or invalid, or its tasks, how many are cached and how
+many would render.
 
 Use from Python::
 
@@ -28,6 +36,8 @@ Use from Python::
 
 from __future__ import annotations
 
+import fnmatch
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -35,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from .outputs import LocalOutput, Output, open_output
+from .expand import expand
 from .render import RenderOptions, new_run_id, plan_story, render_story
 from .schedule import Scheduler, SchedulerOptions
 from .store import BlobRef, Store, open_store, sha256_file
@@ -43,7 +54,9 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 # story statuses
 UNCHANGED, RENDERED, FAILED, INVALID = "unchanged", "rendered", "failed", "invalid"
-OK_STATUSES = (UNCHANGED, RENDERED)
+SKIPPED = "skipped"  # not a reelfarm/v1 Story manifest
+OK_STATUSES = (UNCHANGED, RENDERED, SKIPPED)
+STATUSES = (UNCHANGED, RENDERED, FAILED, INVALID, SKIPPED)
 
 
 class NightlyError(Exception):
@@ -59,12 +72,14 @@ class NightlyOptions:
     scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
     progress: str = "auto"  # as RenderOptions.progress: auto | live | plain | quiet
     suffixes: tuple[str, ...] = MANIFEST_SUFFIXES
+    include: tuple[str, ...] = ()  # globs over paths under the prefix; empty: every file
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass
 class StoryOutcome:
     source: str
-    status: str  # unchanged | rendered | failed | invalid
+    status: str  # unchanged | rendered | failed | invalid | skipped
     story: str | None = None
     out: str | None = None
     run_id: str | None = None  # the render's run id (None when nothing rendered)
@@ -76,7 +91,7 @@ class StoryOutcome:
     masters: int = 0
     masters_assembled: int = 0
     seconds: float = 0.0
-    problems: list[str] = field(default_factory=list)  # why a story is invalid or failed
+    problems: list[str] = field(default_factory=list)  # why a story is invalid, failed, skipped
 
     @property
     def ok(self) -> bool:
@@ -97,8 +112,7 @@ class NightlyResult:
         return 0 if all(s.ok for s in self.stories) else 1
 
     def document(self) -> dict[str, Any]:
-        counts = {k: sum(1 for s in self.stories if s.status == k)
-                  for k in (UNCHANGED, RENDERED, FAILED, INVALID)}
+        counts = {k: sum(1 for s in self.stories if s.status == k) for k in STATUSES}
         return {
             "run_id": self.run_id,
             "prefix": self.prefix,
@@ -106,7 +120,7 @@ class NightlyResult:
             "status": "succeeded" if self.exit_code == 0 else "failed",
             "seconds": round(self.seconds, 3),
             "totals": {
-                "stories": len(self.stories),
+                "stories": sum(1 for s in self.stories if s.status != SKIPPED),
                 **counts,
                 "tasks_rendered": sum(s.rendered for s in self.stories),
                 "masters_assembled": sum(s.masters_assembled for s in self.stories),
@@ -123,9 +137,34 @@ def _join(base: str, name: str) -> str:
 
 
 def list_manifests(prefix: str, *, out: str | None = None, s3_endpoint: str | None = None,
-                   suffixes: tuple[str, ...] = MANIFEST_SUFFIXES) -> list[str]:
+                   suffixes: tuple[str, ...] = MANIFEST_SUFFIXES, include: tuple[str, ...] = (),
+                   exclude: tuple[str, ...] = ()) -> list[str]:
     """The manifests under ``prefix``, sorted; anything under ``out`` is left out (so an output
-    location inside the stories' prefix never feeds its own JSON back in as stories)."""
+    location inside the stories' prefix never feeds its own JSON back in as stories).
+
+    ``include`` and ``exclude`` are globs over the path under ``prefix`` (``drafts/*``,
+    ``*.schema.json``): a file is taken when it matches an ``include`` (or none is given) and
+    no ``exclude``."""
+    found = _list(prefix, out=out, s3_endpoint=s3_endpoint, suffixes=suffixes)
+    if prefix.startswith("s3://"):
+        base = prefix.rstrip("/") + "/"
+        return [u for u in found if _picked(u[len(base):], include, exclude)]
+    root = _local_root(prefix)
+    return [u for u in found if _picked(Path(u).relative_to(root).as_posix(), include, exclude)]
+
+
+def _picked(rel: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    if include and not any(fnmatch.fnmatchcase(rel, g) for g in include):
+        return False
+    return not any(fnmatch.fnmatchcase(rel, g) for g in exclude)
+
+
+def _local_root(prefix: str) -> Path:
+    return Path(prefix[len("file://"):] if prefix.startswith("file://") else prefix).expanduser()
+
+
+def _list(prefix: str, *, out: str | None, s3_endpoint: str | None,
+          suffixes: tuple[str, ...]) -> list[str]:
     if prefix.startswith("s3://"):
         from .store.s3_objects import list_objects
 
@@ -137,7 +176,7 @@ def list_manifests(prefix: str, *, out: str | None = None, s3_endpoint: str | No
             skip = out.rstrip("/") + "/"
             found = [u for u in found if not u.startswith(skip)]
         return found
-    root = Path(prefix[len("file://"):] if prefix.startswith("file://") else prefix).expanduser()
+    root = _local_root(prefix)
     if not root.is_dir():
         raise NightlyError(f"{prefix}: not a directory")
     skip_dir = None
@@ -163,11 +202,95 @@ def _problems_of(err: Exception) -> list[str]:
     return [str(p) for p in getattr(err, "problems", [])] or [str(err)]
 
 
-def _load(source: str, s3_endpoint: str | None):
+def _load(source: str, s3_endpoint: str | None, outcome: StoryOutcome):
+    """The manifest at ``source``, or ``None`` with ``outcome`` saying why not (skipped,
+    invalid, or failed when it cannot be read)."""
+    from .errors import ManifestInvalid
     from .loading import load_manifest
+
+    try:
+        data = _read(source, s3_endpoint)
+    except ManifestInvalid as e:  # too big, not a regular file ...
+        if not _claims_in_text(_head(source)):  # a big file that does not say it is a Story
+            outcome.status = SKIPPED
+            outcome.problems = [f"{source}: not a reelfarm/v1 Story manifest (and too big for one)"]
+        else:
+            outcome.status, outcome.problems = INVALID, _problems_of(e)
+        return None
+    except OSError as e:
+        outcome.status, outcome.problems = FAILED, [f"{source}: cannot read: {e.strerror or e}"]
+        return None
+    why = not_a_story(source, data)
+    if why is not None:
+        outcome.status, outcome.problems = SKIPPED, [f"{source}: {why}"]
+        return None
+    try:
+        return load_manifest(source, data)
+    except ManifestInvalid as e:
+        outcome.status, outcome.problems = INVALID, _problems_of(e)
+        return None
+
+
+_CLAIMS_API = re.compile(r"""^\s*["']?apiVersion["']?\s*:\s*["']?reelfarm/v1\b""", re.M)
+_CLAIMS_KIND = re.compile(r"""^\s*["']?kind["']?\s*:\s*["']?Story\b""", re.M)
+
+
+def _claims_in_text(text: str) -> bool:
+    return bool(_CLAIMS_API.search(text) and _CLAIMS_KIND.search(text))
+
+
+def _head(source: str, size: int = 64 * 1024) -> str:
+    """The start of a local regular file, as text ('' when it cannot be read)."""
+    path = Path(source)
+    try:
+        if source.startswith("s3://") or not path.is_file():
+            return ""
+        with path.open("rb") as f:
+            return f.read(size).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def not_a_story(source: str, data: bytes) -> str | None:
+    """Why ``data`` is not a ``reelfarm/v1`` Story manifest, or ``None`` when it claims to be one.
+
+    A file claims to be a Story when its top level has ``apiVersion: reelfarm/v1`` and
+    ``kind: Story``. Read with the loader's bounded YAML composer (JSON is read the same way),
+    looking only at those two keys; a file too broken to read claims to be a Story when its
+    text says both, so a manifest with a syntax error is reported, never skipped.
+    """
+    from .errors import ManifestInvalid
+    from .loading import _compose
+
+    try:
+        root = _compose(source, data.decode("utf-8"))
+    except (ManifestInvalid, UnicodeDecodeError):
+        if _claims_in_text(data.decode("utf-8", "replace")):
+            return None
+        return "not a reelfarm/v1 Story manifest (not YAML or JSON that reads as one)"
+    if root is None:
+        return "empty file"
+    from yaml import MappingNode
+
+    top: dict[str, Any] = {}
+    if isinstance(root, MappingNode):
+        for k, v in root.value:
+            if isinstance(k.value, str) and isinstance(v.value, str) and k.value in (
+                "apiVersion", "kind"
+            ):
+                top[k.value] = v.value
+    if top.get("apiVersion") == "reelfarm/v1" and top.get("kind") == "Story":
+        return None
+    found = ", ".join(f"{k}: {top[k]}" for k in ("apiVersion", "kind") if k in top)
+    return "not a reelfarm/v1 Story manifest" + (f" ({found})" if found else "")
+
+
+def _read(source: str, s3_endpoint: str | None) -> bytes:
+    from .loading import _read as read_local
     from .sources import read_source
 
-    return load_manifest(source, read_source(source, s3_endpoint=s3_endpoint))
+    data = read_source(source, s3_endpoint=s3_endpoint)
+    return read_local(source) if data is None else data
 
 
 def _is_published(out: Output, rel: str, ref: BlobRef) -> bool:
@@ -240,19 +363,13 @@ def is_unchanged(story, store: Store, out: Output) -> bool:
 
 
 def _render_one(source: str, opts: NightlyOptions, names: dict[str, str]) -> StoryOutcome:
-    from .errors import ManifestInvalid
     from .expand import PlanError
 
     t0 = time.monotonic()
     outcome = StoryOutcome(source=source, status=FAILED)
     try:
-        try:
-            m = _load(source, opts.s3_endpoint)
-        except ManifestInvalid as e:
-            outcome.status, outcome.problems = INVALID, _problems_of(e)
-            return outcome
-        except OSError as e:
-            outcome.problems = [f"{source}: cannot read: {e.strerror or e}"]
+        m = _load(source, opts.s3_endpoint, outcome)
+        if m is None:
             return outcome
         name = m.story.metadata.name
         outcome.story = name
@@ -315,6 +432,116 @@ def _one_line(e: Exception) -> str:
 # -- the run -----------------------------------------------------------------------------------
 
 
+def _sources(prefix: str, opts: NightlyOptions) -> list[str]:
+    sources = list_manifests(prefix, out=opts.out, s3_endpoint=opts.s3_endpoint,
+                             suffixes=opts.suffixes, include=opts.include, exclude=opts.exclude)
+    if not sources:
+        picked = "".join(f" --include {g}" for g in opts.include) + "".join(
+            f" --exclude {g}" for g in opts.exclude)
+        raise NightlyError(
+            f"{prefix}: no story manifests ({', '.join(opts.suffixes)}) found{picked}")
+    return sources
+
+
+@dataclass
+class PlannedStory:
+    """One file of a dry run: what the night would do with it."""
+
+    source: str
+    status: str  # to_render | cached (every task) | skipped | invalid | failed
+    story: str | None = None
+    tasks: int = 0
+    cached: int = 0
+    to_render: int = 0
+    masters: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NightlyPlan:
+    prefix: str
+    store_exists: bool
+    stories: list[PlannedStory]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(s.status in (INVALID, FAILED) for s in self.stories) else 0
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "prefix": self.prefix,
+            "store_exists": self.store_exists,
+            "totals": {
+                "stories": sum(1 for s in self.stories if s.status != SKIPPED),
+                "skipped": sum(1 for s in self.stories if s.status == SKIPPED),
+                "invalid": sum(1 for s in self.stories if s.status == INVALID),
+                "tasks": sum(s.tasks for s in self.stories),
+                "cached": sum(s.cached for s in self.stories),
+                "to_render": sum(s.to_render for s in self.stories),
+            },
+            "stories": [asdict(s) for s in self.stories],
+        }
+
+
+def _existing_store(url: str | None, s3_endpoint: str | None) -> Store | None:
+    """The store at ``url`` when it exists; ``None`` for a local one that does not (a dry run
+    creates nothing). An S3 store is only ever created by writing to it."""
+    from .store import DEFAULT_STORE
+
+    url = url or DEFAULT_STORE
+    if not url.startswith("s3://"):
+        local = Path(url.removeprefix("file://")).expanduser()
+        if "://" not in url.removeprefix("file://") and not local.is_dir():
+            return None
+    return open_store(url, s3_endpoint=s3_endpoint)
+
+
+def dry_run(prefix: str, opts: NightlyOptions) -> NightlyPlan:
+    """The night's plan: which files are stories, and for each its tasks, cached and to render.
+
+    Nothing renders, nothing is written, and no store is created: against a store that does not
+    exist yet, every task is to render."""
+    from .expand import PlanError
+
+    sources = _sources(prefix, opts)
+    store = _existing_store(opts.store, opts.s3_endpoint)
+    names: dict[str, str] = {}
+    planned: list[PlannedStory] = []
+    try:
+        for source in sources:
+            outcome = StoryOutcome(source=source, status=FAILED)
+            m = _load(source, opts.s3_endpoint, outcome)
+            p = PlannedStory(source=source, status=outcome.status, problems=outcome.problems)
+            planned.append(p)
+            if m is None:
+                continue
+            p.story = m.story.metadata.name
+            if p.story in names:
+                p.status = INVALID
+                p.problems = [f"{source}: metadata.name: story {p.story!r} is also defined in "
+                              f"{names[p.story]}; story names must be unique under the prefix"]
+                continue
+            names[p.story] = source
+            try:
+                plan = expand(m.story, salt=store.salt if store else "")
+            except PlanError as e:
+                p.status = INVALID
+                p.problems = [str(m.problem(path, msg)) for path, msg in e.problems]
+                continue
+            cached = 0
+            if store is not None:
+                sched = Scheduler(plan, store, store_url=store.url)
+                sched.lookup()
+                cached = sum(1 for r in sched.runs.values() if r.status == "cached")
+            p.tasks, p.cached, p.to_render = len(plan.tasks), cached, len(plan.tasks) - cached
+            p.masters = len(plan.branches)
+            p.status = "to_render" if p.to_render else "cached"
+    finally:
+        if store is not None:
+            store.close()
+    return NightlyPlan(prefix=prefix, store_exists=store is not None, stories=planned)
+
+
 def run_nightly(prefix: str, opts: NightlyOptions, *, on_story=None) -> NightlyResult:
     """Render every story under ``prefix``; write ``<out>/nightly-<run id>.json``.
 
@@ -324,10 +551,7 @@ def run_nightly(prefix: str, opts: NightlyOptions, *, on_story=None) -> NightlyR
     t0 = time.monotonic()
     run_id = new_run_id()
     started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    sources = list_manifests(prefix, out=opts.out, s3_endpoint=opts.s3_endpoint,
-                             suffixes=opts.suffixes)
-    if not sources:
-        raise NightlyError(f"{prefix}: no story manifests ({', '.join(opts.suffixes)}) found")
+    sources = _sources(prefix, opts)
     open_store(opts.store, s3_endpoint=opts.s3_endpoint).close()  # a bad store URL fails here
     names: dict[str, str] = {}
     outcomes = []
@@ -355,6 +579,10 @@ def run_nightly(prefix: str, opts: NightlyOptions, *, on_story=None) -> NightlyR
 
 __all__ = [
     "NightlyError",
+    "NightlyPlan",
+    "PlannedStory",
+    "dry_run",
+    "not_a_story",
     "NightlyOptions",
     "NightlyResult",
     "StoryOutcome",

@@ -16,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from .manifest import Profile, RendererSpec
 
 
+#: Default bound on one render (see :attr:`RenderTask.time_limit`).
+TIMEOUT_FLOOR_S = 900.0
+TIMEOUT_FACTOR = 20.0
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,6 +42,10 @@ class RenderTask(_Frozen):
     upstream: str | None = Field(None, description="id of the task this one is conditioned on")
     upstream_key: str | None = None
     est_seconds: float = Field(0.0, description="estimated render seconds, for scheduling")
+    encoder_build: dict[str, str] | None = Field(
+        None, description="the ffmpeg and x264 build the key names; a renderer refuses another"
+    )
+    note: str | None = Field(None, description="what plan should say about this task's key")
 
     @property
     def backend(self) -> str:
@@ -45,6 +54,13 @@ class RenderTask(_Frozen):
     @property
     def seconds(self) -> float:
         return self.frames / self.profile.fps
+
+    @property
+    def time_limit(self) -> float:
+        """Seconds a render may run before its actor is replaced, without ``--task-timeout``:
+        :data:`TIMEOUT_FACTOR` times the estimate, never under :data:`TIMEOUT_FLOOR_S` (room for
+        a first model load). A shot that hangs is retried and then failed, not waited on."""
+        return max(TIMEOUT_FLOOR_S, TIMEOUT_FACTOR * self.est_seconds)
 
 
 class Branch(_Frozen):
@@ -65,6 +81,9 @@ class RenderPlan(_Frozen):
     branches: list[Branch]
     tasks: list[RenderTask] = Field(description="topologically ordered: upstream first")
     naive_tasks: int = Field(description="sum of shots over every branch path")
+    encoder: dict[str, str] | None = Field(
+        None, description="ffmpeg and x264 builds every key names, and how ffmpeg was chosen"
+    )
 
     @cached_property
     def by_id(self) -> dict[str, RenderTask]:

@@ -71,7 +71,7 @@ class Unplaceable(Exception):
 class SchedulerOptions:
     retries: int = 2
     max_workers: int | None = None
-    task_timeout: float | None = None
+    task_timeout: float | None = None  # None: each task's own RenderTask.time_limit
     preview_first: bool = False
     backoff_s: float = 0.5
 
@@ -286,7 +286,7 @@ class Scheduler:
 
     def _master_key(self, b: BranchRun) -> str:
         clips = [self.runs[t].record.outputs["clip"].sha256 for t in b.tasks]
-        return master_key(clips, self.plan.profile.model_dump())
+        return master_key(clips, self.plan.profile.model_dump(), self.plan.encoder)
 
     def expected_frames(self, b: BranchRun) -> int:
         return sum(self.runs[t].task.frames for t in b.tasks)
@@ -831,17 +831,16 @@ class Scheduler:
                         self.runs[dep].status = PENDING
 
     def _check_timeouts(self) -> None:
-        if not self.opts.task_timeout:
-            return
         now = time.monotonic()
         for w in list(self.workers.values()):
             if w.task is None:
                 continue
             run = self.runs[w.task]
-            if run.started is not None and now - run.started > self.opts.task_timeout:
+            limit = self.opts.task_timeout or run.task.time_limit  # bounded by default
+            if run.started is not None and now - run.started > limit:
                 w.task, w.ref = None, None
                 self._replace(w)
-                run.error = f"timed out after {self.opts.task_timeout:g}s on {run.node}"
+                run.error = f"timed out after {limit:g}s on {run.node}"
                 if run.attempts <= self.opts.retries:
                     self._make_ready(run)
                 else:
@@ -883,7 +882,8 @@ class Scheduler:
             clips = [self.runs[t].record.outputs["clip"] for t in b.tasks]
             b.status = "assembling"
             ref = ray.remote(assemble_master).options(num_cpus=0, max_retries=1).remote(
-                self.store_url, self.s3_endpoint, b.key, clips, self.plan.profile
+                self.store_url, self.s3_endpoint, b.key, clips, self.plan.profile,
+                self.plan.encoder,
             )
             self.assembling[ref] = b
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import difflib
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 from orchestrator.errors import Loc, Problem, format_path
@@ -62,59 +64,75 @@ def topological_order(story: Story) -> list[str]:
     """
     succ = successors(story)
     order_of = {seg_id: i for i, seg_id in enumerate(succ)}
-    indegree = dict.fromkeys(succ, 0)
-    for targets in succ.values():
-        for t in targets:
-            if t in indegree:
-                indegree[t] += 1
-    ready = [(order_of[s], s) for s, d in indegree.items() if d == 0]
-    heapq.heapify(ready)
+    sorter = _sorter({s: [t for t in ts if t in succ] for s, ts in succ.items()})
+    try:
+        sorter.prepare()
+    except CycleError as e:
+        raise StoryCycleError(_cycle_of(e, succ, order_of)) from None
+    ready: list[tuple[int, str]] = []
     out: list[str] = []
-    while ready:
+    while sorter.is_active():
+        for seg_id in sorter.get_ready():
+            heapq.heappush(ready, (order_of[seg_id], seg_id))
         _, seg_id = heapq.heappop(ready)
         out.append(seg_id)
-        for t in succ[seg_id]:
-            if t in indegree:
-                indegree[t] -= 1
-                if indegree[t] == 0:
-                    heapq.heappush(ready, (order_of[t], t))
-    if len(out) < len(succ):
-        cycle = find_cycle({s: [t for t in ts if t in succ] for s, ts in succ.items()})
-        raise StoryCycleError(cycle or [])
+        sorter.done(seg_id)
     return out
 
 
 def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
-    """One cycle of ``graph`` as ``[a, b, ..., a]``, or ``None`` when it is acyclic."""
-    for _edge, cycle in _back_edges({k: [(t, t) for t in v] for k, v in graph.items()}):
-        return cycle
+    """One cycle of ``graph`` as ``[a, b, ..., a]``, or ``None`` when it is acyclic.
+
+    The cycle starts at its segment that comes first in ``graph``'s order.
+    """
+    succ = {k: [t for t in v if t in graph] for k, v in graph.items()}
+    try:
+        _sorter(succ).prepare()
+    except CycleError as e:
+        return _cycle_of(e, succ, {k: i for i, k in enumerate(succ)})
     return None
 
 
-def _back_edges(
-    graph: Mapping[str, Iterable[tuple[str, Any]]],
-) -> Iterable[tuple[Any, list[str]]]:
-    """Iterative depth-first search: for each edge closing a cycle, (its tag, the cycle)."""
-    state: dict[str, int] = {}  # 1: on the current path, 2: finished
-    for root in graph:
-        if root in state:
-            continue
-        path = [root]
-        stack = [iter(graph.get(root, ()))]
-        state[root] = 1
-        while stack:
-            step = next(stack[-1], None)
-            if step is None:
-                state[path.pop()] = 2
-                stack.pop()
-                continue
-            target, tag = step
-            if state.get(target) == 1:
-                yield tag, path[path.index(target) :] + [target]
-            elif target not in state and target in graph:
-                state[target] = 1
-                path.append(target)
-                stack.append(iter(graph[target]))
+def _sorter(succ: Mapping[str, Iterable[str]]) -> TopologicalSorter[str]:
+    sorter: TopologicalSorter[str] = TopologicalSorter()
+    for seg_id, targets in succ.items():
+        sorter.add(seg_id)
+        for t in targets:
+            sorter.add(t, seg_id)
+    return sorter
+
+
+def _cycle_of(
+    error: CycleError, succ: Mapping[str, Iterable[str]], order_of: Mapping[str, int]
+) -> list[str]:
+    """graphlib's cycle, in edge direction, rotated to start at its first segment in order."""
+    nodes = list(error.args[1][:-1])
+    if len(nodes) > 1 and nodes[1] not in succ[nodes[0]]:
+        nodes.reverse()
+    i = min(range(len(nodes)), key=lambda k: order_of[nodes[k]])
+    nodes = nodes[i:] + nodes[:i]
+    return [*nodes, nodes[0]]
+
+
+def _cycles(
+    edges: Mapping[str, list[tuple[str, Loc]]], order_of: Mapping[str, int]
+) -> Iterator[tuple[Loc, list[str]]]:
+    """Each cycle with the edge that closes it (its last step back to its first segment).
+
+    graphlib finds one cycle at a time; removing the closing edge lets it find the next.
+    """
+    live = {s: list(ts) for s, ts in edges.items()}
+    while True:
+        succ = {s: [t for t, _loc in ts] for s, ts in live.items()}
+        try:
+            _sorter(succ).prepare()
+            return
+        except CycleError as e:
+            cycle = _cycle_of(e, succ, order_of)
+        last, first = cycle[-2], cycle[-1]
+        k = next(k for k, (t, _loc) in enumerate(live[last]) if t == first)
+        _target, loc = live[last].pop(k)
+        yield loc, cycle
 
 
 # -- the rules --------------------------------------------------------------------------------
@@ -256,9 +274,9 @@ def check_data(data: Any, report: Report | None = None) -> list[Problem]:
         for s in graph.segments
         if by_id[s.id] is s
     }
-    for n, (loc, cycle) in enumerate(_back_edges(edges)):
-        if n == MAX_CYCLES_REPORTED:
-            break
+    order_of = {s.id: i for i, s in reversed(list(enumerate(graph.segments)))}
+    cycles = sorted(itertools.islice(_cycles(edges, order_of), MAX_CYCLES_REPORTED))
+    for loc, cycle in cycles:
         add(loc, f"the story loops: {' -> '.join(cycle)} (stories must be acyclic)")
 
     if start_ok and graph.all_exits:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from storybuild import shot, story
 
-from orchestrator.expand import PlanError, expand, frame_count
+from orchestrator.expand import BRANCH_NAME_RE, PlanError, branch_name, expand, frame_count
 from orchestrator.loading import load_manifest
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
@@ -30,7 +32,7 @@ def test_cut_shot_shared_by_branches_is_one_task():
     ])
     plan = expand(s)
     assert [t.id for t in plan.tasks] == ["a1", "b1", "c1", "d1", "d2"]
-    assert [b.name for b in plan.branches] == ["d.1", "d.2"]
+    assert [b.name for b in plan.branches] == ["d~b", "d~c"]
     assert plan.branches[0].choices == ["x"] and plan.branches[1].choices == ["y"]
     assert plan.naive_tasks == 8  # two paths of four shots
 
@@ -56,7 +58,7 @@ def test_continuity_across_a_choice_makes_one_variant_per_upstream_task():
 
 def test_branch_task_lists_follow_the_path():
     plan = expand(load_manifest(str(MANIFESTS / "heist.yaml")).story)
-    escape = next(b for b in plan.branches if b.name == "escape")
+    escape = next(b for b in plan.branches if b.name == "escape~safe")
     assert escape.segments == ["cold-open", "safe", "escape"]
     assert escape.choices == ["Crack the safe"]
     assert escape.tasks == ["vault-exterior", "mara-closeup", "dial-macro", "door-swings",
@@ -93,7 +95,8 @@ def test_masters_all_above_the_limit_suggests_endings():
 def test_masters_endings_gives_one_default_path_per_ending():
     s = story(_diamond_chain(9), masters="endings")
     plan = expand(s)
-    assert [b.name for b in plan.branches] == ["s9"]
+    assert [b.name for b in plan.branches] == [
+        "s9~" + ".".join(plan.branches[0].segments[1:-1])]
     assert plan.branches[0].segments[:3] == ["s0", "l0", "s1"]  # default options first
 
 
@@ -161,3 +164,77 @@ def test_an_image_only_family_refuses_a_cut_shot_at_plan_time():
     with pytest.raises(PlanError) as e:
         expand(s)
     assert any(p == ("spec", "segments", 0, "shots", 0, "continuity") for p, _ in e.value.problems)
+
+
+# -- branch names ----------------------------------------------------------------------------
+
+
+def test_branch_names_come_from_the_path():
+    plan = expand(load_manifest(str(MANIFESTS / "crossroads.yaml")).story)
+    names = {b.name: b.segments for b in plan.branches}
+    assert names["truth~market.reunion"] == ["station", "market", "reunion", "truth"]
+    assert names["alone~platform-wait"] == ["station", "platform-wait", "alone"]
+    assert all(BRANCH_NAME_RE.match(n) for n in names)
+
+
+def test_a_long_path_is_named_by_its_ending_and_a_hash():
+    segs = [{"id": f"segment-number-{i:02d}", "shots": [shot(f"s{i}")], "next":
+             f"segment-number-{i + 1:02d}"} for i in range(12)]
+    segs.append({"id": "segment-number-12", "shots": [shot("s12")]})
+    plan = expand(story(segs))
+    (b,) = plan.branches
+    assert b.name.startswith("segment-number-12.") and len(b.name) == len("segment-number-12.") + 12
+    assert branch_name(b.segments) == b.name
+    assert BRANCH_NAME_RE.match(b.name)
+
+
+def _graph_story(edges: dict[int, list[int]], extra: tuple[int, int] | None = None):
+    """A story over segments s0..sN: ``edges`` maps a segment to the ones it chooses between."""
+    n = max([*edges, *(t for ts in edges.values() for t in ts)]) + 1
+    segs = []
+    for i in range(n):
+        nexts = list(edges.get(i, []))
+        if extra and extra[0] == i and extra[1] not in nexts:
+            nexts.append(extra[1])
+        seg: dict = {"id": f"s{i}", "shots": [shot(f"s{i}a")]}
+        if nexts:
+            seg["choice"] = {"options": [{"label": f"to s{t}", "next": f"s{t}"} for t in nexts]}
+        segs.append(seg)
+    return story(segs, start="s0")
+
+
+@st.composite
+def _dags(draw):
+    """A random DAG whose segments are all reachable from s0, plus one new edge to add."""
+    n = draw(st.integers(3, 8))
+    edges: dict[int, list[int]] = {}
+    for i in range(1, n):
+        parents = draw(st.sets(st.integers(0, i - 1), min_size=1, max_size=min(3, i)))
+        for p in sorted(parents):
+            edges.setdefault(p, []).append(i)
+    # a new option: from a segment with a choice to a later segment it does not lead to yet
+    candidates = [(a, b) for a in edges for b in range(a + 1, n) if b not in edges[a]]
+    assume(candidates)
+    return edges, draw(st.sampled_from(candidates))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_dags())
+def test_adding_an_option_never_renames_an_existing_branch(case):
+    edges, extra = case
+    before = {tuple(b.segments): b.name for b in expand(_graph_story(edges)).branches}
+    after = {tuple(b.segments): b.name for b in expand(_graph_story(edges, extra)).branches}
+    assert set(before) <= set(after)  # a new option only adds paths
+    for path, name in before.items():
+        assert after[path] == name
+    assert len(set(after.values())) == len(after)  # and names stay unique
+
+
+def test_every_task_has_a_bounded_render_time_by_default():
+    from orchestrator.plan import TIMEOUT_FACTOR, TIMEOUT_FLOOR_S
+
+    plan = expand(load_manifest(str(MANIFESTS / "heist.yaml")).story)
+    for t in plan.tasks:
+        assert t.time_limit == max(TIMEOUT_FLOOR_S, TIMEOUT_FACTOR * t.est_seconds)
+    long = plan.tasks[0].model_copy(update={"est_seconds": 3600.0})
+    assert long.time_limit == TIMEOUT_FACTOR * 3600.0  # a slow backend gets room in proportion

@@ -8,8 +8,8 @@ The story (segments a..e)::
                                                             e: e1(prev)
 
 ``d1`` continues from ``b2`` or from ``c1``, so it and ``d2`` have two variants each
-(``d1~1``/``d2~1`` after ``b2``, ``d1~2``/``d2~2`` after ``c1``). Branches: ``d.1`` (a b d),
-``d.2`` (a c d), ``e`` (a c e).
+(``d1~1``/``d2~1`` after ``b2``, ``d1~2``/``d2~2`` after ``c1``). Branches: ``d~b`` (a b d),
+``d~c`` (a c d), ``e~c`` (a c e).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from orchestrator.schedule import SchedulerOptions
 from orchestrator.store import sha256_file
 
 ALL_TASKS = {"a1", "a2", "b1", "b2", "c1", "d1~1", "d1~2", "d2~1", "d2~2", "d3", "e1"}
-BRANCHES = ("d.1", "d.2", "e")
+BRANCHES = ("d~b", "d~c", "e~c")
 
 
 def choice(*nexts: str) -> dict:
@@ -95,15 +95,15 @@ def test_first_render_renders_every_task_once(baseline):
     ("edited", "tasks", "reassembled"),
     [
         # a cut shot in one branch: it, and the continuity chain after it in that branch only
-        ("b2", {"b2", "d1~1", "d2~1"}, {"d.1"}),
+        ("b2", {"b2", "d1~1", "d2~1"}, {"d~b"}),
         # a cut shot before a choice: its chains into both segments that follow it
-        ("c1", {"c1", "d1~2", "d2~2", "e1"}, {"d.2", "e"}),
+        ("c1", {"c1", "d1~2", "d2~2", "e1"}, {"d~c", "e~c"}),
         # a continuity shot early in the story: only the chain that conditions on it
-        ("a2", {"a2", "b1"}, {"d.1", "d.2", "e"}),
+        ("a2", {"a2", "b1"}, {"d~b", "d~c", "e~c"}),
         # a cut shot shared by two branches, nothing conditioned on it
-        ("d3", {"d3"}, {"d.1", "d.2"}),
+        ("d3", {"d3"}, {"d~b", "d~c"}),
         # the last shot of an ending
-        ("e1", {"e1"}, {"e"}),
+        ("e1", {"e1"}, {"e~c"}),
     ],
 )
 def test_one_prompt_change_renders_exactly_its_tasks(baseline, tmp_path, edited, tasks,
@@ -191,7 +191,8 @@ def test_nightly_over_an_unchanged_story_writes_nothing(ray_cluster, tmp_path):
     summary = json.loads((out / f"nightly-{second.run_id}.json").read_text())
     assert summary["status"] == "succeeded"
     assert summary["totals"] == {"stories": 2, "unchanged": 2, "rendered": 0, "failed": 0,
-                                 "invalid": 0, "tasks_rendered": 0, "masters_assembled": 0}
+                                 "invalid": 0, "skipped": 0, "tasks_rendered": 0,
+                                 "masters_assembled": 0}
 
 
 def test_nightly_republishes_a_deleted_master_without_rendering(ray_cluster, tmp_path):
@@ -201,7 +202,7 @@ def test_nightly_republishes_a_deleted_master_without_rendering(ray_cluster, tmp
     store, out = tmp_path / "store", tmp_path / "out"
     opts = NightlyOptions(store=str(store), out=str(out), progress="quiet")
     assert run_nightly(str(stories), opts).exit_code == 0
-    master = out / "solo" / "masters" / "e.mp4"
+    master = out / "solo" / "masters" / "e~c.mp4"
     digest = sha256_file(master)[0]
     master.unlink()
 

@@ -91,9 +91,9 @@ def test_submit_renders_the_story_to_masters_through_a_job(heist, farm):
     assert "heist: succeeded: rendered 6, cached 0; masters 2/2" in heist.stderr
     assert f"{job_id}: SUCCEEDED; run " in heist.stderr
     masters = sorted(p.name for p in (farm["out"] / "masters").iterdir())
-    assert masters == ["escape.mp4", "walk-away.mp4"]
+    assert masters == ["escape~safe.mp4", "walk-away.mp4"]
     branches = json.loads((farm["out"] / "branches.json").read_text())
-    assert {b["name"] for b in branches} == {"escape", "walk-away"}
+    assert {b["name"] for b in branches} == {"escape~safe", "walk-away"}
     assert all(b["master"]["frames"] > 0 for b in branches)
 
 
@@ -127,7 +127,7 @@ def test_logs_hold_the_render_summary(ray_head, heist, farm):
     r = reelfarm(ray_head, "logs", job_id)
     assert r.returncode == 0, r.stderr
     assert "heist: succeeded: rendered 6, cached 0; masters 2/2 (2 assembled)" in r.stdout
-    assert f"{farm['out']}/masters/escape.mp4" in r.stdout
+    assert f"{farm['out']}/masters/escape~safe.mp4" in r.stdout
     followed = reelfarm(ray_head, "logs", job_id, "--follow")  # ends: the job is over
     assert followed.returncode == 0
     assert "heist: succeeded: rendered 6" in followed.stdout

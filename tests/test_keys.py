@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 from storybuild import story_dict
 
 from orchestrator.expand import expand
-from orchestrator.keys import canonical_json, derive_seed
+import json
+import unicodedata
+
+import pytest
+
+from orchestrator.keys import KEY_SCHEMA, canonical_json, derive_seed, render_key
 from orchestrator.manifest import Story
 
 use(SleepBackend("still"))
@@ -21,7 +26,8 @@ def test_canonical_json_sorts_keys_and_normalises_strings():
     # NFC: a precomposed e-acute and e + combining accent encode the same
     assert canonical_json("caf\u00e9") == canonical_json("cafe\u0301")
     assert canonical_json(5.0) != canonical_json(5)
-    assert canonical_json("a\"b\\\n") == b'"a\\"b\\\\\\u000a"'
+    assert canonical_json("a\"b\\\n\x01é") == '"a\\"b\\\\\\n\\u0001é"'.encode()
+    assert canonical_json({"é": 0.1}) == '{"é":0.1}'.encode()  # UTF-8, float repr
 
 
 def test_derived_seed_is_stable_and_depends_on_prompt():
@@ -160,3 +166,76 @@ def test_renaming_ids_and_titles_keeps_every_key(doc):
             s["id"] = "x" + s["id"]
     plan2 = _plan(doc2)
     assert [t.key for t in plan2.tasks] == [t.key for t in plan.tasks]
+
+
+# -- render_key itself ------------------------------------------------------------------------
+
+_text = st.text(max_size=20)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+KEY_FIELDS = st.fixed_dictionaries({
+    "salt": _text,
+    "backend": _text,
+    "backend_version": _text,
+    "model": st.none() | _text,
+    "revision": st.none() | _text,
+    "params": st.dictionaries(_text, _json, max_size=4),
+    "prompt": _text,
+    "negative_prompt": _text,
+    "seed": st.integers(0, 2**63 - 1),
+    "frames": st.integers(1, 10_000),
+    "profile": st.dictionaries(_text, _json, max_size=4),
+    "upstream": st.none() | st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+})
+
+
+def _other(value):
+    """A value of the same field that is surely different."""
+    if value is None:
+        return "set"
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, int):
+        return value + 1
+    return {**value, "__changed__": 1}
+
+
+@SETTINGS
+@given(KEY_FIELDS, st.sampled_from(sorted(KEY_FIELDS.wrapped_strategy.mapping)))
+def test_keys_are_equal_for_equal_inputs_and_differ_when_any_input_changes(fields, name):
+    assert render_key(**copy.deepcopy(fields)) == render_key(**fields)
+    changed = {**fields, name: _other(fields[name])}
+    assert render_key(**changed) != render_key(**fields)
+
+
+@SETTINGS
+@given(_json)
+def test_canonical_json_is_json_and_blind_to_unicode_normal_form(value):
+    data = canonical_json(value)
+    assert json.loads(data) == json.loads(canonical_json(json.loads(data)))
+    decomposed = json.loads(json.dumps(value), object_hook=lambda d: {
+        unicodedata.normalize("NFD", k): v for k, v in d.items()})
+    if isinstance(decomposed, str):
+        decomposed = unicodedata.normalize("NFD", decomposed)
+    assert canonical_json(decomposed) == data
+
+
+def test_canonical_json_refuses_what_has_no_canonical_form():
+    for bad in (float("nan"), float("inf"), {1: "int key"}, b"bytes"):
+        with pytest.raises((ValueError, TypeError)):
+            canonical_json(bad)
+
+
+def test_key_schema_is_part_of_the_key(monkeypatch):
+    from orchestrator import keys
+
+    fields = dict(salt="", backend="b", backend_version="1", model=None, revision=None,
+                  params={}, prompt="p", negative_prompt="", seed=1, frames=2, profile={},
+                  upstream=None)
+    before = render_key(**fields)
+    monkeypatch.setattr(keys, "KEY_SCHEMA", KEY_SCHEMA + 1)
+    assert render_key(**fields) != before

@@ -135,3 +135,57 @@ def test_renders_and_encodes_a_clip(tmp_path):
     info = probe(out)
     assert (info.frames, info.width, info.height) == (30, 256, 144)
     assert info.keyframes[0] == 0
+
+
+# -- long prompts -----------------------------------------------------------------------------
+
+
+class CountingFont:
+    """A font that counts how many characters it is asked to measure."""
+
+    def __init__(self, font) -> None:
+        self.font = font
+        self.calls = 0
+        self.chars = 0
+
+    def getlength(self, text: str) -> float:
+        self.calls += 1
+        self.chars += len(text)
+        return self.font.getlength(text)
+
+
+@pytest.mark.parametrize("char", ["x", "雨", "é"])
+def test_wrapping_a_prompt_without_spaces_is_linear(char):
+    from actors.backends.previz import _font, _wrap
+
+    work = {}
+    for n in (1000, 2000, 4000):
+        font = CountingFont(_font(19))
+        lines = _wrap(char * n, font, 460.0, max_lines=5)
+        assert len(lines) == 5 and lines[-1].endswith(" …")  # full, with the ellipsis
+        assert all(font.font.getlength(ln) <= 460.0 for ln in lines)
+        work[n] = font.chars
+    # measured characters grow no faster than the prompt (the old wrap measured ~n**3 / 40)
+    assert work[4000] <= 2 * work[2000] + 4000
+    assert work[4000] <= 3 * 4000 + 20_000
+
+
+def test_wrap_keeps_words_whole_and_cuts_only_what_cannot_fit():
+    from actors.backends.previz import _font, _wrap
+
+    font = _font(19)
+    lines = _wrap("Night rain over the " + "x" * 80 + " vault", font, 300.0, max_lines=5)
+    assert lines[0] == "Night rain over the"
+    assert "".join(lines[1:-1]).startswith("x" * 30) and lines[-1].endswith("vault")
+    assert all(font.getlength(ln) <= 300.0 for ln in lines)
+
+
+@pytest.mark.parametrize("prompt", ["x" * 3990, "雨" * 2000])
+def test_a_long_prompt_without_spaces_renders_every_frame(prompt, tmp_path):
+    task = make_task(prompt=prompt, frames=12)
+    frames = render(task)
+    assert len(frames) == 12 and frames[0].shape == (144, 256, 3)
+    with ClipEncoder(tmp_path / "long.mp4", PROFILE) as enc:
+        for f in frames:
+            enc.write(f)
+    assert probe(tmp_path / "long.mp4").frames == 12

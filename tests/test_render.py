@@ -132,7 +132,7 @@ def test_console_script_renders_the_small_example(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "out" / "masters").iterdir()) == [
-        "escape.mp4", "walk-away.mp4"]
+        "escape~safe.mp4", "walk-away.mp4"]
     assert "\x1b[" not in r.stderr  # no TTY: plain lines, no control characters
     assert "succeeded" in r.stderr
 

@@ -73,8 +73,8 @@ def test_a_failing_shot_blocks_exactly_its_dependents(ray_cluster, tmp_path):
     assert failure["id"] == "b1-1" and failure["retries"] == 2
     assert "deliberate failure of b1-1" in failure["error"] and failure["node"]
     masters = {b["name"]: b["master"] for b in result.branches}
-    assert masters["end.2"] is None
-    assert all(m is not None for name, m in masters.items() if name != "end.2")
+    assert masters["end~b1"] is None
+    assert all(m is not None for name, m in masters.items() if name != "end~b1")
     assert len(list((tmp_path / "out" / "masters").iterdir())) == 3
 
 

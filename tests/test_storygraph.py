@@ -126,6 +126,10 @@ def test_find_cycle() -> None:
     assert find_cycle({"a": ["b"], "b": ["c"], "c": []}) is None
     assert find_cycle({"a": ["b"], "b": ["c"], "c": ["b"]}) == ["b", "c", "b"]
     assert find_cycle({"a": ["a"]}) == ["a", "a"]
+    # in edge direction, from the cycle's first segment in the graph's order
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]
+    assert find_cycle({"c": ["a"], "a": ["b"], "b": ["c"]}) == ["c", "a", "b", "c"]
+    assert find_cycle({"x": ["a"], "a": ["b", "x"], "b": []}) == ["x", "a", "x"]
 
 
 # -- rules on a Story and on plain data --------------------------------------------------------

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import families
@@ -155,6 +157,30 @@ class DiffusersBackend(Backend):
             task.renderer, task.continuity
         )
 
+    def pin_revision(self, renderer: RendererSpec) -> tuple[RendererSpec, str | None]:
+        """``renderer`` with a hub model's revision resolved to a commit, and a note when not.
+
+        A revision left out (``main``) or naming a branch or tag moves when the repository does,
+        so the key would name a moving target. It is resolved offline, in the local Hugging Face
+        cache (no download at plan time); the task then loads that commit on every node. When the
+        cache does not know it, the revision stays as written and the note says the shot is keyed
+        on a moving branch (``plan`` prints it). Local directories have no revision.
+        """
+        model, rev = renderer.model, renderer.revision
+        if not model or families.local_model_dir(model) is not None or families.looks_like_path(
+            model
+        ):
+            return renderer, None
+        if rev is not None and _COMMIT.match(rev):
+            return renderer, None
+        commit = _cached_commit(model, rev or "main")
+        if commit is not None:
+            return renderer.model_copy(update={"revision": commit}), None
+        return renderer, (
+            f"{model}@{rev or 'main'} is keyed on a moving branch: the local Hugging Face cache "
+            "does not know its commit; pin `revision:` to a commit, or download the model first"
+        )
+
     def key_params(self, task: RenderTask) -> dict[str, Any]:
         spec = task.renderer
         return {
@@ -202,6 +228,23 @@ class DiffusersBackend(Backend):
 
     def create_renderer(self) -> DiffusersRenderer:
         return DiffusersRenderer(max_models=self.max_models, max_memory_gb=self.max_memory_gb)
+
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _cached_commit(model: str, revision: str) -> str | None:
+    """The commit the local Hugging Face cache records for ``model@revision``, or ``None``."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "model_index.json", revision=revision)
+    except Exception:  # noqa: BLE001 - no huggingface_hub, a malformed id: not cached
+        return None
+    if not isinstance(found, str):
+        return None
+    commit = Path(found).parent.name  # .../snapshots/<commit>/model_index.json
+    return commit if _COMMIT.match(commit) else None
 
 
 def model_ref(renderer: RendererSpec) -> str:

@@ -115,27 +115,42 @@ def _backdrop(rng: np.random.Generator, width: int, height: int) -> Image.Image:
 
 
 def _wrap(text: str, font: Any, width: float, max_lines: int) -> list[str]:
-    """Greedy word wrap to ``width`` pixels; long words are cut; an ellipsis when it overflows."""
+    """Greedy word wrap to ``width`` pixels; long words are cut; an ellipsis when it overflows.
+
+    Linear in the text's length, and it stops once ``max_lines`` are full: a word wider than
+    the line is cut character by character (each measure is of one line, never of the rest of
+    the word), so a 4,000-character prompt without spaces wraps as fast as a short one.
+    """
     lines: list[str] = []
+
+    def fits(s: str) -> bool:
+        return font.getlength(s) <= width
+
     for paragraph in text.splitlines() or [""]:
         cur = ""
         for word in paragraph.split():
-            while font.getlength(word) > width and len(word) > 1:  # a word wider than the line
-                cut = len(word)
-                while cut > 1 and font.getlength(word[:cut]) > width:
-                    cut -= 1
-                if cur:
-                    lines.append(cur)
-                    cur = ""
-                lines.append(word[:cut])
-                word = word[cut:]
-            trial = f"{cur} {word}".strip()
-            if font.getlength(trial) <= width:
-                cur = trial
-            else:
+            if len(lines) > max_lines:
+                break
+            if cur and fits(f"{cur} {word}"):
+                cur = f"{cur} {word}"
+                continue
+            if cur:
                 lines.append(cur)
+                cur = ""
+            if len(word) <= _MAX_LINE_CHARS and fits(word):  # longer never fits: skip measuring
                 cur = word
+                continue
+            for ch in word:  # a word wider than the line: cut it where it no longer fits
+                if not cur or fits(cur + ch):
+                    cur += ch
+                    continue
+                lines.append(cur)
+                cur = ch
+                if len(lines) > max_lines:
+                    break
         lines.append(cur)
+        if len(lines) > max_lines:
+            break
     lines = [ln for ln in lines if ln] or [""]
     if len(lines) > max_lines:
         lines = lines[:max_lines]
@@ -144,6 +159,10 @@ def _wrap(text: str, font: Any, width: float, max_lines: int) -> list[str]:
             last = last[:-1]
         lines[-1] = last.rstrip() + " …"
     return lines
+
+
+#: No line of a slate holds more characters than this (a line is at most a few hundred pixels).
+_MAX_LINE_CHARS = 400
 
 
 def _slate(task: RenderTask, width: int, height: int) -> Image.Image:
