@@ -6,7 +6,7 @@ shares this one. Nodes a test adds (to remove them mid-run) it removes itself.
 Token authentication is on, as on a user's cluster: ``RAY_AUTH_MODE=token`` and a fresh
 ``RAY_AUTH_TOKEN`` are in the environment before the nodes start, and stay there for the session,
 so this process, the nodes and every ``reelfarm`` subprocess a test starts share the token. A
-client without it is refused (``test_render.py::test_the_cluster_refuses_a_client_without_its_token``).
+client without it is refused (test_ray_address.py, ``test_the_cluster_refuses_a_client_...``).
 """
 
 from __future__ import annotations
