@@ -144,14 +144,16 @@ def _probe_tcp(host: str, port: int, shown: str) -> None:
 def _probe_gcs(host: str, port: int, shown: str) -> None:
     """One GCS call, with the token as ``ray.init`` would send it: a GCS that is not there, or
     that refuses the token, is one line within seconds instead of minutes of Ray retrying."""
-    import grpc
-    from ray._private.authentication.grpc_authentication_client_interceptor import (
-        SyncAuthenticationMetadataClientInterceptor,
-        _get_authentication_metadata_tuple,
-    )
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-
     _probe_tcp(host, port, shown)  # "connection refused" in words, before gRPC's own retries
+    try:
+        import grpc
+        from ray._private.authentication.grpc_authentication_client_interceptor import (
+            SyncAuthenticationMetadataClientInterceptor,
+            _get_authentication_metadata_tuple,
+        )
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:  # a Ray without token authentication: the TCP probe is all there is
+        return
     sent_token = bool(_get_authentication_metadata_tuple())
     channel = grpc.intercept_channel(grpc.insecure_channel(f"{host}:{port}"),
                                      SyncAuthenticationMetadataClientInterceptor())
