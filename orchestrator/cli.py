@@ -286,8 +286,10 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
 @_store_options
 @click.option("--out", "out", metavar="DIR|s3://...",
               help="Where masters, branches.json and report.json go [default: ./renders/<story>/].")
-@click.option("--address", envvar="RAY_ADDRESS",
-              help="Ray cluster to join (ray://, host:port or auto); default: start a local Ray.")
+@click.option("--address", envvar="RAY_ADDRESS", metavar="HOST:PORT",
+              help="Ray cluster to join: the head's GCS address (HEAD:6379), ray://HEAD:10001 "
+              "or auto, never the dashboard's http:// URL [default: $RAY_ADDRESS; without "
+              "either, start a local Ray].")
 @click.option("--force", multiple=True, metavar="SHOT_ID", help="Re-render this shot (repeatable).")
 @click.option("--retries", default=2, show_default=True, type=click.IntRange(0, 20),
               help="Retries of a failing task before it is marked failed.")

@@ -20,12 +20,14 @@ from .cli import _print_problems, main
 from .errors import ManifestInvalid
 from .render import EXIT_FAILED, EXIT_INVALID
 
-ADDRESS_HELP = ("The Ray dashboard's HTTP address, e.g. http://127.0.0.1:8265 "
-                "[default: $RAY_ADDRESS].")
+ADDRESS_HELP = ("The Ray dashboard's HTTP address, e.g. http://127.0.0.1:8265 [default: "
+                "$RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS when it is an http:// URL].")
 
 
 def _address_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--address", envvar="RAY_ADDRESS", metavar="URL", help=ADDRESS_HELP)(fn)
+    # No envvar here: the variables are read by the API, in Ray's order, so that
+    # RAY_API_SERVER_ADDRESS is not hidden by a RAY_ADDRESS meant for `render`.
+    return click.option("--address", metavar="URL", help=ADDRESS_HELP)(fn)
 
 
 def _job_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -77,7 +79,7 @@ def submit(file: str, render_args: tuple[str, ...], address: str | None, store_u
     again reports the existing job instead of starting a second render. The job id is
     printed on stdout. Options after `--` go to `reelfarm render`.
     Examples:
-      export RAY_ADDRESS=http://127.0.0.1:8265 RAY_AUTH_MODE=token RAY_AUTH_TOKEN=...
+      export RAY_API_SERVER_ADDRESS=http://127.0.0.1:8265 RAY_AUTH_MODE=token RAY_AUTH_TOKEN=...
       reelfarm submit manifests/heist.yaml --store s3://studio/store --out s3://studio/out/heist
       reelfarm submit s3://studio/stories/heist.yaml --wait -- --retries 4
       reelfarm submit manifests/heist.yaml --store /mnt/farm/store --out /mnt/farm/heist \\

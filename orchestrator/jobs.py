@@ -11,9 +11,13 @@ The verbs a pipeline needs, with the same names as the CLI (``reelfarm submit``,
     st = wait_job(job.job_id, address="http://ray-head:8265")
     print(st.state, st.totals)
 
-The cluster is the Ray dashboard's HTTP address (``http://HEAD:8265``), from ``address`` or
-``RAY_ADDRESS``. The manifest is validated here, then shipped with the job: the job's
-``working_dir`` is a temporary folder holding only the manifest, and the job runs
+The cluster is the Ray dashboard's HTTP address (``http://HEAD:8265``), found as Ray's job CLI
+finds it: ``address``, else ``RAY_API_SERVER_ADDRESS``, else ``RAY_ADDRESS`` when it is an
+``http(s)://`` URL (a ``HEAD:6379`` ``RAY_ADDRESS`` is the address ``render`` joins, and is
+refused here with a line saying so). User info in the address is never shown.
+
+The manifest is validated here, then shipped with the job: the job's ``working_dir`` is a
+temporary folder holding only the manifest, and the job runs
 ``reelfarm render <story>.yaml --store ... --out ...`` with every argument shell-quoted.
 
 **Submission ids are derived from what is rendered**: ``reelfarm-<story>-<12 hex>``, the hex
@@ -49,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .errors import ManifestInvalid, Problem
 from .render import new_run_id
+from .urls import redact_url
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
@@ -188,23 +193,42 @@ class _Meta:
 
 
 _ADDRESS_VARS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+_ADDRESS_EXAMPLE = "http://HEAD:8265"
 
 
 def _address(address: str | None) -> str:
-    """The dashboard URL: the argument, else ``RAY_API_SERVER_ADDRESS``, else ``RAY_ADDRESS``."""
-    addr = (address or next(filter(None, map(os.environ.get, _ADDRESS_VARS)), "")).strip()
-    if not addr:
+    """The Jobs API's URL, as Ray's own job CLI finds it: the argument, else
+    ``RAY_API_SERVER_ADDRESS``, else ``RAY_ADDRESS`` when it is an ``http(s)://`` URL.
+
+    A scheme-less or ``ray://`` ``RAY_ADDRESS`` is the cluster address ``render`` joins
+    (``HEAD:6379``), not the dashboard's: that is one clear error naming the variable to set,
+    never a request to the wrong port. A scheme-less argument or ``RAY_API_SERVER_ADDRESS``
+    means ``http://``.
+    """
+    if address and address.strip():
+        addr, origin = address.strip(), "--address"
+    elif os.environ.get("RAY_API_SERVER_ADDRESS", "").strip():
+        addr, origin = os.environ["RAY_API_SERVER_ADDRESS"].strip(), "RAY_API_SERVER_ADDRESS"
+    elif os.environ.get("RAY_ADDRESS", "").strip():
+        addr, origin = os.environ["RAY_ADDRESS"].strip(), "RAY_ADDRESS"
+        if not addr.lower().startswith(("http://", "https://")):
+            raise JobError(
+                f"RAY_ADDRESS={redact_url(addr)} is the cluster address `reelfarm render` joins; "
+                "the jobs commands need the dashboard's HTTP address: set "
+                f"RAY_API_SERVER_ADDRESS={_ADDRESS_EXAMPLE} or pass --address {_ADDRESS_EXAMPLE}"
+            )
+    else:
         raise JobError(
-            "no Ray cluster given: pass --address or set RAY_ADDRESS to the dashboard's HTTP "
-            "address, e.g. http://127.0.0.1:8265"
+            "no Ray cluster given: pass --address or set RAY_API_SERVER_ADDRESS to the "
+            f"dashboard's HTTP address, e.g. {_ADDRESS_EXAMPLE}"
         )
     if "://" not in addr:
         addr = "http://" + addr
     scheme = addr.split("://", 1)[0].lower()
     if scheme not in ("http", "https"):
         raise JobError(
-            f"{addr}: the Jobs API needs the dashboard's HTTP address (http://HEAD:8265), "
-            f"not a {scheme}:// address"
+            f"{origin} {redact_url(addr)}: the Jobs API needs the dashboard's HTTP address "
+            f"({_ADDRESS_EXAMPLE}), not a {scheme}:// address"
         )
     return addr.rstrip("/")
 
@@ -234,29 +258,33 @@ def _token() -> tuple[str | None, str]:
     return None, ""
 
 
-def _auth_message(address: str, err: Exception, source: str) -> str:
-    text = str(err).lower()
-    if source and ("403" in text or "forbidden" in text or "invalid" in text):
+def _auth_message(address: str, source: str) -> str:
+    """What happened, in reelfarm's words: a request sent without a token, or with the token
+    from ``source``, was refused as unauthenticated."""
+    if source:
         return (
-            f"the Ray cluster at {address} refused the token from {source} (403 forbidden): "
-            "it is not this cluster's token; set RAY_AUTH_TOKEN to the cluster's token"
+            f"the Ray cluster at {address} refused the token from {source}: it is not this "
+            "cluster's token; set RAY_AUTH_TOKEN to the cluster's token"
         )
     mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
     missing = [] if mode == "token" else ["RAY_AUTH_MODE=token"]
-    if not source:
-        missing.append("RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, a file holding it)")
-    hint = " and ".join(missing) if missing else "RAY_AUTH_TOKEN to the cluster's token"
+    missing.append("RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, a file holding it)")
     return (
-        f"the Ray cluster at {address} requires token authentication (401 unauthorized): "
-        f"set {hint}"
+        f"the Ray cluster at {address} refused a request sent without a token: it requires "
+        f"token authentication; set {' and '.join(missing)}"
     )
 
 
 class _Client:
-    """A ``JobSubmissionClient`` whose failures become :class:`JobError` lines."""
+    """A ``JobSubmissionClient`` whose failures become :class:`JobError` lines.
+
+    ``url`` is what requests go to; ``address`` is the same without user info, the only form
+    ever shown or returned.
+    """
 
     def __init__(self, address: str | None) -> None:
-        self.address = _address(address)
+        self.url = _address(address)
+        self.address = redact_url(self.url)
         self._token, self._source = _token()
         self.raw: JobSubmissionClient = self._call(self._connect)
 
@@ -266,10 +294,11 @@ class _Client:
         for name in ("ray.dashboard.modules.job.sdk", "ray.dashboard.modules.dashboard_sdk"):
             logging.getLogger(name).setLevel(logging.WARNING)  # no per-request INFO lines
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        # Ray lets RAY_ADDRESS override the address it is given; here the argument wins.
+        # Ray lets RAY_API_SERVER_ADDRESS and RAY_ADDRESS override the address it is given;
+        # here the address was already chosen by _address, in the same order.
         saved = {k: os.environ.pop(k) for k in _ADDRESS_VARS if k in os.environ}
         try:
-            return JobSubmissionClient(self.address, headers=headers)
+            return JobSubmissionClient(self.url, headers=headers)
         finally:
             os.environ.update(saved)
 
@@ -278,18 +307,18 @@ class _Client:
 
         try:
             return fn(*args, **kwargs)
-        except AuthenticationError as e:
-            raise JobAuthError(_auth_message(self.address, e, self._source)) from None
+        except AuthenticationError:
+            raise JobAuthError(_auth_message(self.address, self._source)) from None
         except ConnectionError as e:
-            raise JobUnreachable(_unreachable(self.address, e)) from None
+            raise JobUnreachable(_unreachable(self.address, e, self.url)) from None
         except RuntimeError as e:
-            text = str(e)
+            text = redact_url_in(str(e), self.url)
             if job_id is not None and ("404" in text or "does not exist" in text):
                 raise JobNotFound(f"no job {job_id!r} on the Ray cluster at {self.address}") \
                     from None
             if "status code 401" in text or "status code 403" in text:
-                raise JobAuthError(_auth_message(self.address, e, self._source)) from None
-            raise JobError(f"the Ray cluster at {self.address}: {_first_line(text)}") from None
+                raise JobAuthError(_auth_message(self.address, self._source)) from None
+            raise JobError(f"the Ray cluster at {self.address}: {_one_line(text)}") from None
 
     def info(self, job_id: str) -> JobDetails:
         return self._call(self.raw.get_job_info, _check_job_id(job_id), job_id=job_id)
@@ -301,17 +330,25 @@ class _Client:
             return None
 
 
-def _unreachable(address: str, err: Exception) -> str:
+def _unreachable(address: str, err: Exception, url: str = "") -> str:
     return (
         f"cannot reach the Ray dashboard at {address}: is the cluster up, and is this its "
-        f"dashboard address (http://HEAD:8265)? ({_first_line(str(err))})"
+        f"dashboard address ({_ADDRESS_EXAMPLE})? ({_one_line(redact_url_in(str(err), url))})"
     )
 
 
-def _first_line(text: str) -> str:
-    text = text.strip()
-    line = text.splitlines()[0] if text else "unknown error"
-    return line[:300]
+def redact_url_in(text: str, url: str) -> str:
+    """``text`` with ``url`` (which may hold user info) replaced by its redacted form."""
+    return text.replace(url, redact_url(url)) if url else text
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    """A message on one line: every line of it, joined; a very long one says how much of it
+    is left out (a dashboard's HTML error page, say)."""
+    text = " ".join(text.split()) or "unknown error"
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return text
 
 
 def _check_job_id(job_id: str) -> str:
@@ -483,8 +520,8 @@ def submit(manifest_path_or_url: str, *, address: str | None = None, store: str 
             return info
         if not resubmit:
             raise JobExists(
-                f"{job_id} was already submitted and {info.state}: {_first_line(info.message)}; "
-                "pass --resubmit (resubmit=True) to run it again", info)
+                f"{job_id} was already submitted and {info.state} (its output: reelfarm logs "
+                f"{job_id}); pass --resubmit (resubmit=True) to run it again", info)
         client._call(client.raw.delete_job, job_id, job_id=job_id)
 
     meta = _Meta(story=name, store=store_url, out=out_url, s3_endpoint=s3_endpoint or "",
@@ -538,7 +575,7 @@ def _status(d: JobDetails, address: str) -> JobStatus:
         run = _find_run(meta, d.start_time, d.end_time)
     except Exception as e:  # noqa: BLE001 - the Ray state is still worth reporting
         return replace(st, run_note=f"cannot read the run record from {meta.store}: "
-                                    f"{_first_line(str(e))}")
+                                    f"{_one_line(str(e))}")
     if run is None:
         note = ("no run record yet" if st.state in _ACTIVE_STATES
                 else "the job wrote no run record")

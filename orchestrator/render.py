@@ -57,13 +57,29 @@ class RayConnectError(RuntimeError):
     pass
 
 
+#: Seconds to wait for the cluster's address to answer (a TCP connection, then one GCS call)
+#: before ``ray.init``, which would otherwise retry an address where nothing listens, or a
+#: cluster that refuses its token, for many minutes.
+CONNECT_PROBE_SECONDS = 5.0
+
+
 def connect_ray(address: str | None = None) -> None:
-    """Join the cluster at ``address`` (or ``RAY_ADDRESS``); else start a local Ray."""
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``); else start a local Ray.
+
+    ``address`` follows ``ray.init``: the cluster's GCS address (``HEAD:6379``),
+    ``ray://HEAD:10001`` or ``auto``. The dashboard's ``http://`` URL (what ``submit`` uses)
+    is refused with a line saying what to use instead; an address where no GCS answers, or
+    whose cluster refuses the token, fails within seconds (:data:`CONNECT_PROBE_SECONDS`).
+    """
     import ray
 
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = (address or os.environ.get("RAY_ADDRESS") or "").strip() or None
+    if address:
+        _check_address(address)
+    # The address was chosen here; Ray would let RAY_ADDRESS override it.
+    saved = os.environ.pop("RAY_ADDRESS", None)
     try:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
@@ -73,12 +89,116 @@ def connect_ray(address: str | None = None) -> None:
                      logging_level="ERROR")
     except Exception as err:  # noqa: BLE001 - turned into one clear line
         raise RayConnectError(_explain_connect_error(address, err)) from None
+    finally:
+        if saved is not None:
+            os.environ["RAY_ADDRESS"] = saved
+
+
+def _check_address(address: str) -> None:
+    """Refuse a dashboard URL, and an address where nothing accepts a connection, in one line."""
+    from urllib.parse import urlsplit
+
+    from .urls import redact_url
+
+    shown = redact_url(address)
+    scheme = address.split("://", 1)[0].lower() if "://" in address else ""
+    if scheme in ("http", "https"):
+        raise RayConnectError(
+            f"{shown} is the Ray dashboard's HTTP address, which `reelfarm submit` and the jobs "
+            "commands use (--address or RAY_API_SERVER_ADDRESS); `reelfarm render` joins the "
+            "cluster itself: give it the head's GCS address, e.g. --address HEAD:6379 or "
+            "RAY_ADDRESS=HEAD:6379 (or ray://HEAD:10001)"
+        )
+    if address == "auto" or scheme not in ("", "ray"):
+        return
+    try:
+        parts = urlsplit(address if scheme else "ray://" + address)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise RayConnectError(
+            f"{shown} is not a Ray cluster address: use HOST:PORT (the head's GCS address, "
+            "e.g. HEAD:6379), ray://HOST:PORT or auto"
+        ) from None
+    if not host or port is None:
+        return  # Ray has its own rules for these; let ray.init say what is wrong
+    if scheme == "ray" or os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+        _probe_tcp(host, port, shown)
+    else:
+        _probe_gcs(host, port, shown)
+
+
+def _no_answer(shown: str, why: str) -> RayConnectError:
+    return RayConnectError(
+        f"no Ray cluster answers at {shown} ({why}): is the head up, and is this its GCS "
+        "address (HEAD:6379)?"
+    )
+
+
+def _probe_tcp(host: str, port: int, shown: str) -> None:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_PROBE_SECONDS):
+            pass
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise _no_answer(shown, why) from None
+
+
+def _probe_gcs(host: str, port: int, shown: str) -> None:
+    """One GCS call, with the token as ``ray.init`` would send it: a GCS that is not there, or
+    that refuses the token, is one line within seconds instead of minutes of Ray retrying."""
+    _probe_tcp(host, port, shown)  # "connection refused" in words, before gRPC's own retries
+    try:
+        import grpc
+        from ray._private.authentication.grpc_authentication_client_interceptor import (
+            SyncAuthenticationMetadataClientInterceptor,
+            _get_authentication_metadata_tuple,
+        )
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:  # a Ray without token authentication: the TCP probe is all there is
+        return
+    sent_token = bool(_get_authentication_metadata_tuple())
+    channel = grpc.intercept_channel(grpc.insecure_channel(f"{host}:{port}"),
+                                     SyncAuthenticationMetadataClientInterceptor())
+    try:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=CONNECT_PROBE_SECONDS)
+    except grpc.RpcError as e:
+        code = e.code()
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise RayConnectError(_auth_refused(shown, sent_token)) from None
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL,
+                    grpc.StatusCode.UNKNOWN):
+            raise RayConnectError(
+                f"{shown} accepts connections but does not answer as a Ray cluster's GCS "
+                f"({code.name.lower()}): give the head's GCS address (HEAD:6379, "
+                "`ray start --head --port`)"
+            ) from None
+        # anything else: let ray.init try, and say what it finds
+    finally:
+        channel.close()
+
+
+def _auth_refused(where: str, sent_token: bool) -> str:
+    if sent_token:
+        return (f"the Ray cluster at {where} refused the token (from RAY_AUTH_TOKEN, "
+                "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token): it is not this cluster's token")
+    missing = []
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "token":
+        missing.append("RAY_AUTH_MODE=token")
+    missing.append("RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or the file ~/.ray/auth_token)")
+    return (f"the Ray cluster at {where} refused a connection without a token: it requires "
+            f"token authentication; set {' and '.join(missing)}")
 
 
 def _explain_connect_error(address: str | None, err: Exception) -> str:
+    from .urls import redact_url
+
     text = str(err)
     low = text.lower()
-    where = f"the Ray cluster at {address}" if address else "a local Ray"
+    where = f"the Ray cluster at {redact_url(address)}" if address else "a local Ray"
     if "token" in low or "auth" in low or "unauthenticated" in low:
         missing = []
         if os.environ.get("RAY_AUTH_MODE") != "token":
@@ -88,8 +208,11 @@ def _explain_connect_error(address: str | None, err: Exception) -> str:
             missing.append("RAY_AUTH_TOKEN (or the file ~/.ray/auth_token)")
         hint = f"; set {' and '.join(missing)}" if missing else "; check the token"
         return f"{where} refused the connection: it requires token authentication{hint}"
-    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    return f"could not connect to {where}: {first}"
+    # Ray's own message, whole (on one line), never cut after its first line.
+    if address:
+        text = text.replace(address, redact_url(address))
+    said = " ".join(text.split()) or type(err).__name__
+    return f"could not connect to {where}: {said}"
 
 
 def new_run_id() -> str:

@@ -152,3 +152,31 @@ class OneGoodActorBackend(SleepBackend):
             Path(self.log_dir, f"failed-{os.getpid()}-{time.time_ns()}").touch()
             raise RuntimeError(f"backend {self.name}: its extra is not installed here") from None
         return _GatedRenderer(self)
+
+
+class _GateRenderer(_SleepRenderer):
+    def render(self, task, condition) -> Iterator[np.ndarray]:
+        gate = Path(self.b.gate_dir)
+        (gate / f"{task.key}.started").write_text(str(os.getpid()))
+        while not (gate / "open").exists():
+            time.sleep(0.05)
+        yield from super().render(task, condition)
+
+
+class GateBackend(SleepBackend):
+    """Renders a shot only once the test opens the gate: ``<gate dir>/open`` exists.
+
+    Each render first writes ``<gate dir>/<key>.started`` holding its process id, so a test
+    knows that a render is under way (and in which process) without guessing how long it
+    takes. The gate directory is ``$REELFARM_TEST_GATE_DIR`` where the backend is made (the
+    driver). Installed as the ``gate`` backend for jobs on ``ray_head`` (an entry point there).
+    """
+
+    def __init__(self, name: str = "gate", gate_dir: str | None = None) -> None:
+        super().__init__(name)
+        self.gate_dir = gate_dir or os.environ.get("REELFARM_TEST_GATE_DIR", "")
+
+    def create_renderer(self) -> Renderer:
+        if not self.gate_dir:
+            raise RuntimeError("the gate backend needs REELFARM_TEST_GATE_DIR")
+        return _GateRenderer(self)

@@ -4,7 +4,9 @@
 port free too (so it never collides with ``ray_cluster`` or another test run), its own
 ``--temp-dir``, two CPUs. Token auth stays on: the head gets ``RAY_AUTH_MODE=token`` and a fresh
 ``RAY_AUTH_TOKEN`` (without one, ``ray start --head`` would generate a token into the user's
-``~/.ray/auth_token``); clients use the same two variables.
+``~/.ray/auth_token``); clients use the same two variables. The head and its clients also have
+the ``gate`` test backend (tests/backends_for_tests.py) installed as an entry point, for jobs
+whose renders a test must hold still.
 
 It is stopped without ``ray stop``, which kills every Ray process of the user on the machine
 (the session's ``ray_cluster`` included). Instead, the processes of this head are found by
@@ -44,6 +46,8 @@ class RayHead:
     temp_dir: Path
     pgid: int
     env: dict[str, str] = field(repr=False)  # a client's environment: address and token
+    gcs_address: str = ""  # HOST:PORT, what `ray.init` and `reelfarm render` join
+    gate_dir: Path | None = None  # the `gate` test backend's directory (backends_for_tests)
 
     def client_env(self, **changes: str | None) -> dict[str, str]:
         """The client environment with some variables changed (``None`` removes one)."""
@@ -109,6 +113,20 @@ def stop_head(pgid: int, marker: str) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def _test_plugins(temp_dir: Path) -> str:
+    """A folder for PYTHONPATH that installs the ``gate`` test backend as an entry point, so a
+    job's ``reelfarm render`` finds it as it finds any backend a studio installs."""
+    plugins = temp_dir / "plugins"
+    info = plugins / "reelfarm_test_backends-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: reelfarm-test-backends\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(
+        "[reelfarm.backends]\ngate = backends_for_tests:GateBackend\n")
+    tests = str(Path(__file__).resolve().parent)
+    return os.pathsep.join([str(plugins), tests])
+
+
 @pytest.fixture(scope="session")
 def ray_head():
     # A short path: Ray's Unix sockets live under it, and socket paths are limited to 107 bytes.
@@ -117,8 +135,14 @@ def ray_head():
     dashboard_port = _free_port()
     bindir = os.path.dirname(sys.executable)  # the venv: `ray` and `reelfarm` for the jobs
     env = {k: v for k, v in os.environ.items() if k not in _CLIENT_VARS}
+    gate_dir = temp_dir / "gate"
+    gate_dir.mkdir()
+    pythonpath = os.pathsep.join(filter(None, [_test_plugins(temp_dir),
+                                               env.get("PYTHONPATH", "")]))
     env.update({
         "PATH": bindir + os.pathsep + env.get("PATH", ""),
+        "PYTHONPATH": pythonpath,
+        "REELFARM_TEST_GATE_DIR": str(gate_dir),
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
         "RAY_TMPDIR": str(temp_dir),
@@ -154,8 +178,10 @@ def ray_head():
         _wait_dashboard(url, token, timeout=120)
         client = {k: v for k, v in os.environ.items() if k not in _CLIENT_VARS}
         client.update({"RAY_ADDRESS": url, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-                       "PATH": env["PATH"]})
-        yield RayHead(address=url, token=token, temp_dir=temp_dir, pgid=pgid, env=client)
+                       "PATH": env["PATH"], "PYTHONPATH": pythonpath,
+                       "REELFARM_TEST_GATE_DIR": str(gate_dir)})
+        yield RayHead(address=url, token=token, temp_dir=temp_dir, pgid=pgid, env=client,
+                      gcs_address=f"127.0.0.1:{ports['--port']}", gate_dir=gate_dir)
     finally:
         if proc.poll() is None:
             proc.kill()

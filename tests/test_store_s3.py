@@ -15,7 +15,6 @@ import hashlib
 import os
 import socket
 import threading
-import time
 import traceback
 import zlib
 from collections import Counter
@@ -414,22 +413,46 @@ def test_failed_multipart_upload_is_aborted(s3_url: str, tmp_path: Path) -> None
 
 
 class InFlight:
-    """Counts requests in flight between ``before-send`` and ``needs-retry`` (each attempt
-    is held for a few milliseconds so that overlap is observable)."""
+    """Counts requests in flight between ``before-send`` and ``needs-retry``.
 
-    def __init__(self, hold: float = 0.003) -> None:
-        self.hold = hold
+    With ``meet=n``, the first ``n`` requests wait for each other at a barrier before they are
+    sent: they all get through only when ``n`` requests are in flight at once, whatever the
+    machine's speed. A store that sends them one at a time leaves the first one waiting alone;
+    the barrier then breaks (after ``patience`` seconds, a bound against a hang, not a
+    measurement) and ``met`` stays false.
+    """
+
+    def __init__(self, meet: int = 0, patience: float = 30.0) -> None:
         self.now = 0
         self.max = 0
         self.total = 0
+        self.met = False
         self.lock = threading.Lock()
+        self.meet(meet, patience)
+
+    def meet(self, n: int, patience: float = 30.0) -> None:
+        """Make the next ``n`` requests wait for each other (0: none); reset the counts."""
+        with self.lock:
+            self.max = self.total = 0
+            self.met = False
+            self._barrier = threading.Barrier(n, timeout=patience) if n > 1 else None
+            self._waiting = n if n > 1 else 0
 
     def start(self, **_: Any) -> None:
         with self.lock:
             self.now += 1
             self.total += 1
             self.max = max(self.max, self.now)
-        time.sleep(self.hold)
+            barrier = self._barrier if self._waiting > 0 else None
+            if barrier is not None:
+                self._waiting -= 1
+        if barrier is not None:
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                return
+            with self.lock:
+                self.met = True
 
     def end(self, **_: Any) -> None:
         with self.lock:
@@ -450,27 +473,27 @@ def test_batched_lookups_of_1000_keys_are_concurrent(s3_url: str) -> None:
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: s.put_action(_record(k, clip)), present))
 
-    flight = InFlight()
+    flight = InFlight(meet=8)
     flight.attach(s)
     got = s.get_actions(keys)
     assert {k for k, v in got.items() if v is not None} == present
     assert flight.total == 1000  # one request per key, none wasted
-    assert flight.max >= 8, flight.max
+    assert flight.met  # 8 requests were in flight at once
     assert flight.now == 0
 
     refs = [BlobRef(sha256=_key(f"blob{i}"), size=4) for i in range(999)] + [clip]
-    flight.max = flight.total = 0
+    flight.meet(2)
     has = s.has_blobs(refs)
     assert sum(has.values()) == 1 and has[clip.sha256]
     # above the threshold: one LIST per prefix cas/sha256/<hex digit> (a small store: one page
     # each), concurrent
     assert flight.total == 16
-    assert flight.max >= 2, flight.max
+    assert flight.met
 
-    flight.max = flight.total = 0
+    flight.meet(2)
     assert s.existing_actions(keys) == present
     assert flight.total == 16  # ac/<hex digit>
-    assert flight.max >= 2, flight.max
+    assert flight.met
 
 
 class Requests:
@@ -528,10 +551,11 @@ def test_shard_listing_is_paginated(s3_url: str) -> None:
 def test_sequential_store_is_observed_as_sequential(s3_url: str) -> None:
     """The in-flight probe itself can tell sequential from concurrent."""
     s = S3Store(s3_url, concurrency=1)
-    flight = InFlight(hold=0.001)
+    flight = InFlight(meet=2, patience=2.0)
     flight.attach(s)
     s.get_actions([_key(i) for i in range(50)])
     assert flight.total == 50 and flight.max == 1
+    assert not flight.met  # the first request waited alone for a second one, which never came
 
 
 # -- connections cut mid-response (real sockets) ------------------------------------------------
