@@ -87,10 +87,11 @@ def test_ctrl_c_exits_130_and_keeps_finished_clips(ray_cluster, tmp_path: Path) 
     report = json.loads((tmp_path / "out1" / "report.json").read_text())
     assert report["status"] == "interrupted"
     rendered = {t["key"] for t in report["tasks"] if t["status"] == "rendered"}
-    assert len(rendered) >= 3
     wait_actors_gone()
     had = local_records(store, keys)
-    assert rendered <= had < keys
+    # a shot whose record landed while the driver was stopping may be missing from the report,
+    # never the other way round; every finished clip stays cached
+    assert 3 <= len(had) and rendered <= had < keys
 
     second = _resumed(tmp_path, ray_cluster, story, store, plan, had)
     assert second["totals"]["cached"] == len(had)
