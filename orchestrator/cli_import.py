@@ -72,9 +72,8 @@ def import_(file: str, fmt: str | None, output: str | None, unroll: int | None,
     for loss in result.losses:
         click.echo(f"lost: {loss}", err=True)
     if result.unrolled:
-        click.echo(f"unrolled: {len(result.unrolled)} segment copies "
-                   f"({', '.join(result.unrolled[:8])}{', ...' if len(result.unrolled) > 8 else ''})",
-                   err=True)
+        shown = ", ".join(result.unrolled[:8]) + (", ..." if len(result.unrolled) > 8 else "")
+        click.echo(f"unrolled: {len(result.unrolled)} segment copies ({shown})", err=True)
     click.echo(
         f"imported {file}: {result.segments} segments, {result.choices} choices "
         f"({result.options} options), {result.endings} endings, {result.shots} shots; "

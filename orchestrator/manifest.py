@@ -152,7 +152,9 @@ class SourceRef(Model):
     name: str = Field(
         min_length=1, max_length=500, description="The passage, knot or node name in the source"
     )
-    line: int | None = Field(None, ge=1, description="1-based line in the source, when it has lines")
+    line: int | None = Field(
+        None, ge=1, description="1-based line in the source, when it has lines"
+    )
 
 
 class Segment(Model):

@@ -522,7 +522,7 @@ def _unroll(
                                 link.line,
                                 None,
                                 "",
-                                f"{nodes[key].name}: link {link.label!r} back to "
+                                f"{nodes[key].name}: link {link.label or nodes[t].name!r} back to "
                                 f"{nodes[t].name} closes a loop; dropped after "
                                 f"{depth} time(s) round (--unroll {depth})",
                             )
@@ -663,7 +663,7 @@ def _emit(
         elif seg.links:
             options = []
             used: set[str] = set()
-            for label, link, tgt in seg.links:
+            for label, _link, tgt in seg.links:
                 base = _label(label) or nodes[tgt[0]].name[:MAX_LABEL]
                 lab, n = base, 2
                 while lab in used:

@@ -41,13 +41,6 @@ MAX_STEPS = 200_000
 """Steps one walk (one segment, one probe) may take: ink with an internal loop cannot hang us."""
 _INTERNAL = re.compile(r"^(b|s|s\d+|\$r\d*|\d+)$")
 _GLUE = {"<>", "G>", "G<"}
-_IGNORED = {
-    "pop", "du", "nop", "out", "void", "visit", "turn", "turns", "turnsSince", "seq",
-    "choiceCnt", "readc", "rnd", "srnd", "listInt", "range", "lrnd", "LIST_ALL", "LIST_COUNT",
-    "LIST_MIN", "LIST_MAX", "LIST_RANDOM", "LIST_VALUE", "LIST_INVERT", "+", "-", "/", "*", "%",
-    "_", "==", ">", "<", ">=", "<=", "!=", "!", "&&", "||", "MIN", "MAX", "POW", "FLOOR",
-    "CEILING", "INT", "FLOAT", "?", "!?", "L^", "beginTag", "endTag",
-}
 
 
 class _Malformed(Exception):
@@ -159,7 +152,7 @@ def _readable(p: _Ptr) -> str:
     """``start.0.g-0.c-1`` → ``start.g-0.c-1``; a point inside a container gets ``@n``."""
     parts = [x for x in p.c.path.split(".") if x and not x.isdigit()]
     name = ".".join(parts) or "story"
-    return name if p.i == 0 else f"{name}@{p.i}"
+    return name if p.i == 0 else f"{name}.at-{p.i}"
 
 
 def _origin(p: _Ptr) -> str:
@@ -249,7 +242,7 @@ class _Reader:
             buf.append(text)
 
         def condition() -> str:
-            return ", ".join(dict.fromkeys(last_refs)) or "a condition"
+            return ", ".join(dict.fromkeys(last_refs)) or "not named in the source"
 
         def inside(c: _C | None, root: _C) -> bool:
             while c is not None:
@@ -376,9 +369,8 @@ class _Reader:
                     if sub.exit.kind in ("split", "next", "lost"):
                         self.lose(_readable(tgt), f"the thread {_readable(tgt)} diverts or "
                                   "branches on a condition; only its text and choices are kept")
-                elif x in _IGNORED:
-                    if x == "out" and not ev:
-                        out.printed += 1
+                elif x == "out" and not ev:
+                    out.printed += 1
                 # other strings (list values, unknown commands) are values: ignored
                 continue
             if isinstance(x, dict):
@@ -449,7 +441,8 @@ class _Reader:
                         cond = condition()
                         self.graph.count("conditional diverts")
                         out.exit = _Exit("split", None, [
-                            (f"if {cond}", tgt, cond), ("otherwise", ptr, f"not ({cond})")])
+                            (f"if {cond}", tgt, cond),
+                            ("otherwise", ptr, f"not ({cond})")])
                         return out
                     if mode == "probe" and branch_root is not None:
                         if _is_location(tgt):

@@ -92,7 +92,7 @@ def read(file: str, text: str) -> SourceGraph:
     passages: list[RawPassage] = []
     start_pid = r.story.get("startnode", "")
     start: str | None = None
-    for (attrs, line), (chunks, text_line) in zip(r.passages, r.texts):
+    for (attrs, line), (chunks, text_line) in zip(r.passages, r.texts, strict=True):
         name = attrs.get("name", "")
         if not name:
             graph.fail(line, "<tw-passagedata> without a name")
