@@ -192,6 +192,7 @@ class _Reader:
         self.called: set[str] = set()
         self.variables: set[str] = set()
         self.tags: dict[str, int] = {}
+        self.choice_points: set[tuple[str, int]] = set()
 
     def lose(self, where: str, message: str) -> None:
         if message not in self.lost_once:
@@ -350,10 +351,10 @@ class _Reader:
                 elif x == "thread":
                     nxt = ptr.c.content[ptr.i] if ptr.i < len(ptr.c.content) else None
                     ptr = _Ptr(ptr.c, ptr.i + 1)
-                    self.graph.count("threads")
                     if mode == "probe":
                         out.exit = _Exit("flow")
                         return out
+                    self.graph.count("threads")
                     tgt = (_resolve(self.root, ptr.c, nxt.get("->")) if isinstance(nxt, dict)
                            else None)
                     if tgt is None:
@@ -402,13 +403,18 @@ class _Reader:
                     label = " ".join((start_text + only).split())
                     cond = condition() if flg & 1 else None
                     tgt = _resolve(self.root, here, x["*"])
-                    self.graph.count("choices")
                     if tgt is None:
                         raise _Malformed(here.path, f"choice target {x['*']!r} is not in the "
                                          "story")
                     if mode == "probe":
                         out.exit = _Exit("flow")
                         return out
+                    at = (here.path, ptr.i - 1)
+                    if at not in self.choice_points:
+                        self.choice_points.add(at)
+                        self.graph.count("choices")
+                        if flg & 8:
+                            self.graph.count("fallback choices")
                     out.choices.append((label, tgt, cond, bool(flg & 8)))
                     last_refs = []
                     continue
@@ -493,7 +499,8 @@ class _Reader:
                     ptr = tgt
                     continue
                 if "->t->" in x:
-                    self.graph.count("tunnels")
+                    if mode != "probe":
+                        self.graph.count("tunnels")
                     tgt = (None if x.get("var") else _resolve(self.root, here, x["->t->"]))
                     if tgt is None:
                         self.lose(_readable(ptr), "a tunnel to a variable target is not "
