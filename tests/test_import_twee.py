@@ -303,3 +303,12 @@ def test_real_story_lock_and_key(tmp_path):
         "front-room": ["exit"],
         "exit": [],
     }
+
+
+def test_the_start_passage_need_not_come_first(tmp_path):
+    src = write(tmp_path / "late.twee", ':: StoryData\n{"start": "Begin"}\n\n:: End\nBye.\n\n'
+                ':: Begin\nHello.\n[[End]]\n')
+    r = run_import(src)
+    assert r.code == 0, r.stderr
+    assert r.manifest["spec"]["start"] == "begin"
+    assert r.successors() == {"begin": ["end"], "end": []}

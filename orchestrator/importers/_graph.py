@@ -487,7 +487,7 @@ def _unroll(
     back_set = {(cyc[-2], cyc[-1]) for _line, cyc in back}
     comp = _components(order, nodes)
     segs: dict[tuple[str, int], _Seg] = {}
-    work = [(order[0], 0)]
+    work = [(graph.start, 0)]  # type: ignore[list-item]
     unrolled: list[str] = []
     dropped: set[tuple[str, str]] = set()
     while work:
