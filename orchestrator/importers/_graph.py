@@ -598,7 +598,12 @@ def shots_for(
     """
     paras = [p for p in node.paras if p.text.strip() or "prompt" in p.steer]
     if not paras:
-        paras = [Para(node.name, node.line)]
+        text = node.name
+        if node.synthetic and node.links and not node.divert:
+            # the text after options, empty: a shot of the choice itself
+            text = f"{node.origin or node.name}: " + " / ".join(
+                lk.label for lk in node.links if lk.label)
+        paras = [Para(text, node.line)]
     if len(paras) > 999:
         losses.append(
             Problem(graph.file, node.line, None, "", f"{node.name}: more than 999 paragraphs; "

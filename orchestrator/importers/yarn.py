@@ -282,6 +282,7 @@ class _Builder:
         self.bodies = bodies
         self.titles = titles
         self.counter: dict[str, int] = {}
+        self.detoured: set[str] = set()
 
     def new(self, base: Node, suffix: str, line: int) -> Node:
         k = self.counter.get(base.origin or base.name, 0) + 1
@@ -307,8 +308,9 @@ class _Builder:
                     self.unreached(node, rest)
                     return
                 if s.name == "return":
-                    self.graph.lose(s.line, f"{node.origin or node.name}: <<return>> outside "
-                                    "a detour ends the dialogue")
+                    if (node.origin or node.name) not in self.detoured:
+                        self.graph.lose(s.line, f"{node.origin or node.name}: <<return>> "
+                                        "outside a detour ends the dialogue")
                     self.unreached(node, rest)
                     return
                 if s.name == "detour":
@@ -333,12 +335,17 @@ class _Builder:
                     branches = [(o.text, o.cond, o.line, o.body) for o in s.options]
                 else:
                     branches = []
+                    earlier: list[str] = []
                     for cond, line, body in s.branches:
                         label = f"if {cond}" if cond is not None else "otherwise"
-                        branches.append((label, cond if cond is not None else "else", line,
-                                         body))
+                        negated = " and ".join(f"not ({c})" for c in earlier)
+                        here = " and ".join(x for x in (negated, cond) if x)
+                        branches.append((label, here, line, body))
+                        if cond is not None:
+                            earlier.append(cond)
                     if s.branches[-1][0] is not None:
-                        branches.append(("otherwise", "else", s.line, []))
+                        negated = " and ".join(f"not ({c})" for c in earlier)
+                        branches.append(("otherwise", negated, s.line, []))
                     self.graph.count("conditional jumps")
                 links = []
                 for label, cond, line, body in branches:
@@ -475,6 +482,7 @@ def read(file: str, text: str) -> SourceGraph:
                 groups.setdefault(title, []).append((key, when, b.title_line))
         graph.count("nodes", len(members))
     builder = _Builder(graph, bodies, {})
+    builder.detoured = {t for _k, _t, _l, stmts, _w in parsed for t in _detours(stmts)}
     for key, title, line, stmts, _when in parsed:
         name = title if "\x00" not in key else f"{title}.when{key.split('when')[-1]}"
         node = graph.add(Node(key=key, name=name, line=line,
@@ -498,6 +506,11 @@ def read(file: str, text: str) -> SourceGraph:
                 links.append(Link(label, key, link.line, cond))
             node.divert = False
         node.links = links
+    # a node only ever shown through <<detour>> is inlined where it is called
+    targeted = {lk.target for n in graph.nodes.values() for lk in n.links}
+    for title in builder.detoured:
+        if title in graph.nodes and title not in targeted and title != "Start":
+            del graph.nodes[title]
     if parsed:
         start = "Start" if "Start" in by_title else _first_entry(graph, parsed)
         graph.start = start if start in graph.nodes else (
@@ -518,3 +531,19 @@ def _first_entry(graph: SourceGraph, parsed: list) -> str:
         if node is not None and title not in targeted and (node.paras or node.links):
             return title
     return parsed[0][1]
+
+
+def _detours(stmts: list) -> set[str]:
+    out: set[str] = set()
+    for s in stmts:
+        if isinstance(s, _Cmd) and s.name == "detour":
+            out.add(s.args.strip())
+        elif isinstance(s, _Option):
+            out |= _detours(s.body)
+        elif isinstance(s, _Options):
+            for o in s.options:
+                out |= _detours(o.body)
+        elif isinstance(s, _If):
+            for _c, _l, body in s.branches:
+                out |= _detours(body)
+    return out
