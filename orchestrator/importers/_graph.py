@@ -38,7 +38,7 @@ MAX_PROMPT = 4000
 MAX_LABEL = 200
 MAX_LOOPS_REPORTED = 20
 MAX_UNROLL = 20
-_BASE_ID_CHARS = 48  # leaves room for "--NN" (unrolled copies) and "-NNN" (shots) in 64
+_BASE_ID_CHARS = 52  # leaves room for "--NN" (unrolled copies) and "-NNN" (shots) in 64
 
 
 class ImportFailed(Exception):
@@ -261,12 +261,16 @@ def make_ids(names: dict[str, str]) -> dict[str, str]:
     seen: dict[str, int] = {}
     for s in slugs.values():
         seen[s] = seen.get(s, 0) + 1
+    named: dict[str, int] = {}
+    for n in names.values():
+        named[n] = named.get(n, 0) + 1
     out: dict[str, str] = {}
     for key, name in names.items():
         s = slugs[key]
         exact = re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) is not None and s == name
         if seen[s] > 1 and not exact:
-            s = f"{s[: _BASE_ID_CHARS - 7]}-{_short_hash(key)}"
+            # from the name where it is unique (stable across compilers), else the key
+            s = f"{s[: _BASE_ID_CHARS - 7]}-{_short_hash(name if named[name] == 1 else key)}"
         out[key] = s
     # two exact names cannot clash (keys are unique); a hashed one could only clash by chance
     if len(set(out.values())) != len(out):  # pragma: no cover - a sha256 prefix collision

@@ -80,7 +80,8 @@ def _build(raw: Any, name: str | None, parent: _C | None, index: int | None, pat
             sub_name = item[-1].get("#n") if item and isinstance(item[-1], dict) else None
             if sub_name is not None and not isinstance(sub_name, str):
                 raise _Malformed(path, "#n must be a string")
-            sub = _build(item, sub_name, c, i, f"{path}.{i}" if path else str(i), depth + 1)
+            part = sub_name or str(i)  # a labelled container is known by its label
+            sub = _build(item, sub_name, c, i, f"{path}.{part}" if path else part, depth + 1)
             c.content.append(sub)
             if sub_name:
                 c.named[sub_name] = sub
@@ -595,14 +596,14 @@ def _read_story(graph: SourceGraph, root: _C) -> None:
     names: dict[str, str] = {order[0]: "story"}
     origins: dict[str, str] = {order[0]: "story"}
 
-    def key_of(p: _Ptr) -> str:
+    def key_of(p: _Ptr, name: str | None = None) -> str:
         k = p.path or "story"
         if k not in keys:
             if len(keys) >= MAX_NODES:
                 raise _Malformed(p.path, f"more than {MAX_NODES} segments")
             keys[k] = p
             order.append(k)
-            names[k] = _readable(p)
+            names[k] = name or _readable(p)
             origins[k] = _origin(p)
         return k
 
@@ -616,8 +617,9 @@ def _read_story(graph: SourceGraph, root: _C) -> None:
             key_of(tgt)
         if w.exit.target is not None:
             key_of(w.exit.target)
-        for _label, tgt, _cond in w.exit.branches:
-            key_of(tgt)
+        for label, tgt, _cond in w.exit.branches:
+            # named after the segment that branches: stable whatever the compiler numbers
+            key_of(tgt, f"{names[k]}.{'otherwise' if label == 'otherwise' else 'if'}")
     for k in order:
         w = walks[k]
         node = Node(key=k, name=names[k], origin=origins[k] if origins[k] != names[k] else None,
