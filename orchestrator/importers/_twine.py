@@ -23,6 +23,8 @@ _VARIABLE_MACROS = {"set", "put", "move", "unset", "run", "script", "temp", "cap
 _MACRO_NAME = re.compile(r"\(([A-Za-z][A-Za-z0-9-]*):")
 _SC_MACRO = re.compile(r"<<\s*(/?[A-Za-z=-][A-Za-z0-9_=-]*)")
 _HTML_TAG = re.compile(r"</?[A-Za-z][^<>]{0,500}>")
+_NEXT = re.compile(r"\[\[|<!--|/\*|<<|\([A-Za-z][A-Za-z0-9-]*:|<%|\]|<[sS][cCtT]")
+"""Where plain text stops: the next link, comment, macro, hook end, script or style."""
 _STRING = re.compile(r"""("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""")
 
 
@@ -190,6 +192,11 @@ def read_passage(graph: SourceGraph, node: Node, text: str, first_line: int | No
             m = _SC_MACRO.match(text, i)
             name = (m.group(1) if m else inner.split(" ")[0]).lower()
             args = inner[len(name) :].strip()
+            if name in ("script", "widget"):
+                close = text.find(f"<</{name}>>", j)
+                lose(f"<<{name}>> (scripts are not run)", i)
+                i = n if close == -1 else close + len(name) + 5
+                continue
             if name == "if":
                 conds.append(_Cond(f"<<if {args}>>", line_at(i) or 0, "sc"))
                 last_if[0] = args
@@ -292,13 +299,20 @@ def read_passage(graph: SourceGraph, node: Node, text: str, first_line: int | No
             close_cond()
             i += 1
             continue
+        low = text[i : i + 7].lower()
+        if low.startswith("<script") or low.startswith("<style"):
+            tag = "script" if low.startswith("<script") else "style"
+            close = text.lower().find(f"</{tag}>", i)
+            lose(f"<{tag}> (not run, not imported)", i)
+            i = n if close == -1 else close + len(tag) + 3
+            continue
         if text.startswith("<%", i):
             j = text.find("%>", i)
             lose("<% script %> (scripts are not run)", i)
             i = n if j == -1 else j + 2
             continue
         # plain text up to the next thing of interest
-        m2 = re.compile(r"\[\[|<!--|/\*|<<|\([A-Za-z][A-Za-z0-9-]*:|<%|\]").search(text, i + 1)
+        m2 = _NEXT.search(text, i + 1)
         j = m2.start() if m2 else n
         add_text(text[i:j], i)
         i = j
