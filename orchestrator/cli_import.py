@@ -75,11 +75,16 @@ def import_(file: str, fmt: str | None, output: str | None, unroll: int | None,
         shown = ", ".join(result.unrolled[:8]) + (", ..." if len(result.unrolled) > 8 else "")
         click.echo(f"unrolled: {len(result.unrolled)} segment copies ({shown})", err=True)
     click.echo(
-        f"imported {file}: {result.segments} segments, {result.choices} choices "
-        f"({result.options} options), {result.endings} endings, {result.shots} shots; "
-        f"{len(result.losses)} losses" + (f"; wrote {output}" if output else ""),
+        f"imported {file}: {_n(result.segments, 'segment')}, {_n(result.choices, 'choice')} "
+        f"({_n(result.options, 'option')}), {_n(result.endings, 'ending')}, "
+        f"{_n(result.shots, 'shot')}; {_n(len(result.losses), 'loss', 'losses')}"
+        + (f"; wrote {output}" if output else ""),
         err=True,
     )
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else (many or one + 's')}"
 
 
 def _write_atomic(path: str, text: str) -> None:
