@@ -162,8 +162,7 @@ def dump_manifest(result: ImportResult) -> str:
     """The manifest as YAML (safe dumper, keys in the manifest's own order)."""
     import yaml
 
-    return yaml.dump(result.manifest, Dumper=yaml.SafeDumper, sort_keys=False,
-                     allow_unicode=True, width=100)
+    return yaml.safe_dump(result.manifest, sort_keys=False, allow_unicode=True, width=100)
 
 
 def _check(name: str, result: ImportResult) -> None:

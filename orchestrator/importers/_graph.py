@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import Problem, format_path
-from orchestrator.manifest import STORY_NAME_PATTERN, Profile, RendererSpec
+from orchestrator.manifest import STORY_NAME_PATTERN, Masters, Profile, RendererSpec
 
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 """The largest source accepted, in bytes: the same limit as a manifest's."""
@@ -197,7 +197,7 @@ class ImportDefaults(BaseModel):
     profile: Profile | None = None
     renderer: RendererSpec | None = None
     seed: int = Field(0, ge=0, le=2**63 - 1)
-    masters: Any = "endings"
+    masters: Masters = "endings"
     shots: ShotTiming = Field(default_factory=ShotTiming)
 
 
