@@ -329,3 +329,46 @@ def test_imported_stories_render_on_previz_with_a_master_per_ending(ray_cluster,
     assert {b["segments"][-1] for b in branches} == endings
     for b in branches:
         assert b["master"] is not None and (out / b["master"]["path"]).stat().st_size > 0
+
+
+# -- malformed input never gives a traceback ------------------------------------------------------
+
+_SEEDS = {
+    "twee": (DATA / "lock-and-key" / "lock-and-key.twee").read_bytes(),
+    "twine-html": b'<tw-storydata name="s" startnode="1"><tw-passagedata pid="1" name="A">'
+                  b"Hi (if: $x)[ [[Go->B]] ] &lt;!-- shot: duration=2 --&gt;</tw-passagedata>"
+                  b'<tw-passagedata pid="2" name="B">Bye [[A]]</tw-passagedata></tw-storydata>',
+    "yarn": (DATA / "space" / "Sally.yarn").read_bytes(),
+    "ink": (DATA / "ink" / "tunnels.ink.json").read_bytes(),
+}
+
+
+@st.composite
+def mutated(draw):
+    fmt = draw(st.sampled_from(sorted(_SEEDS)))
+    data = bytearray(_SEEDS[fmt])
+    for _ in range(draw(st.integers(1, 6))):
+        pos = draw(st.integers(0, len(data)))
+        if draw(st.booleans()) and data:
+            del data[pos : pos + draw(st.integers(1, 20))]
+        else:
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=6)) if draw(st.booleans()) else (
+                draw(st.text("[]<>(){}|-:=\n \"'$#/*^.,0123456789\\", min_size=1, max_size=6))
+                .encode())
+    return fmt, bytes(data)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated(), st.booleans())
+def test_any_mangled_source_imports_or_gives_problems(case, lenient):
+    from orchestrator.importers import ImportFailed
+
+    fmt, data = case
+    kw = {"all_options": True, "unroll": 1} if lenient else {}
+    try:
+        result = import_text("mangled", data, fmt, **kw)
+    except ImportFailed as exc:
+        assert exc.problems and all(p.file == "mangled" or p.file.startswith("mangled")
+                                    for p in exc.problems)
+    else:
+        assert result.segments >= 1
