@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from importkit import DATA, run_import, write
+from importkit import DATA, plan_keys, run_import, write
 
 INK = DATA / "ink"
 INTERCEPT = DATA / "the-intercept" / "TheIntercept.ink.json"
@@ -184,3 +184,23 @@ def test_the_intercept_imports_the_same_at_inkversion_19_and_20(tmp_path):
             seg["source"].pop("file")
         doc["metadata"] = {}
     assert a.manifest == b.manifest
+
+
+def test_an_edit_to_one_knot_changes_only_its_shots(tmp_path):
+    text = (INK / "branches.ink.json").read_text(encoding="utf-8-sig")
+    src = write(tmp_path / "branches.ink.json", text)
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    assert run_import(src, out=a).code == 0
+    assert run_import(src, out=b).code == 0
+    assert a.read_text() == b.read_text()
+    # the same story recompiled after the writer changed one line of the train knot
+    write(src, text.replace("^The train pulls in, hissing.", "^The train pulls in, late."))
+    assert run_import(src, out=b).code == 0
+    before, after = plan_keys(a, tmp_path / "s"), plan_keys(b, tmp_path / "s")
+    assert {s for s in before if before[s] != after[s]} == {"train-1"}
+
+
+def test_ink_source_is_asked_to_be_compiled(tmp_path):
+    r = run_import(write(tmp_path / "story.ink", "Hello.\n-> END\n"))
+    assert r.code == 2
+    assert "compile it to JSON first" in r.stderr

@@ -120,6 +120,10 @@ def import_text(
     text = text.replace("\r\n", "\n")
     if fmt is None:
         fmt = detect_format(name, text)
+        if fmt is None and name.lower().endswith(".ink"):
+            raise ImportFailed([Problem(name, None, None, "",
+                                        "ink source: compile it to JSON first (inklecate, or "
+                                        "npx inkjs-compiler FILE.ink -o FILE.ink.json)")])
         if fmt is None:
             raise ImportFailed([Problem(name, None, None, "",
                                         "cannot tell the format; name it with --from "

@@ -565,7 +565,7 @@ def read(file: str, text: str) -> SourceGraph:
     try:
         data = json.loads(text)
     except RecursionError:
-        graph.fail(None, f"JSON nested deeper than {MAX_DEPTH} levels")
+        graph.fail(None, "JSON nested too deeply")
         return graph
     except json.JSONDecodeError as exc:
         graph.fail(exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})")
