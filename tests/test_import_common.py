@@ -152,15 +152,29 @@ Hello.
 def test_the_manifest_is_safe_yaml_and_writes_are_atomic(tmp_path):
     src = write(tmp_path / "door.twee", TWEE)
     out = write(tmp_path / "story.yaml", "old content\n")
+    out.chmod(0o644)
     r = run_import(src, out=out)
     assert r.code == 0
     assert "!!" not in out.read_text()  # plain YAML: no tags, loads with the safe loader
     assert yaml.safe_load(out.read_text()) == r.manifest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["door.twee", "story.yaml"]
+    assert out.stat().st_mode & 0o777 == 0o644  # the replaced file keeps its permissions
+    fresh = tmp_path / "fresh.yaml"
+    assert run_import(src, out=fresh).code == 0
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    fresh.unlink()
     # a failed import leaves the previous output untouched
     bad = write(tmp_path / "bad.twee", ":: Start\n[[Go->\n")
     assert run_import(bad, out=out).code == 2
     assert yaml.safe_load(out.read_text()) == r.manifest
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_ids_are_valid_unique_and_do_not_move_when_passages_are_added():
