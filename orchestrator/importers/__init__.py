@@ -163,10 +163,15 @@ def import_file(
 
 
 def dump_manifest(result: ImportResult) -> str:
-    """The manifest as YAML (safe dumper, keys in the manifest's own order)."""
+    """The manifest as YAML: PyYAML's safe dumper (libyaml's emitter when PyYAML has it, the
+    same output ten times faster), keys in the manifest's own order."""
     import yaml
 
-    return yaml.safe_dump(result.manifest, sort_keys=False, allow_unicode=True, width=100)
+    if not result.text:
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+        result.text = yaml.dump(result.manifest, Dumper=dumper, sort_keys=False,
+                                allow_unicode=True, width=100)
+    return result.text
 
 
 def _check(name: str, result: ImportResult) -> None:

@@ -294,6 +294,8 @@ class ImportResult:
     shots: int
     unrolled: list[str]
     constructs: dict[str, int]
+    text: str = ""
+    """The manifest as YAML, once :func:`~orchestrator.importers.dump_manifest` has made it."""
 
 
 @dataclass(frozen=True)
