@@ -312,3 +312,30 @@ def test_the_start_passage_need_not_come_first(tmp_path):
     assert r.code == 0, r.stderr
     assert r.manifest["spec"]["start"] == "begin"
     assert r.successors() == {"begin": ["end"], "end": []}
+
+
+def test_passage_tags_steer_every_shot_of_the_passage(tmp_path):
+    src = write(tmp_path / "tags.twee", """\
+:: Start
+A door.
+[[Hall]]
+
+:: Hall [night shot:continuity=previous shot:duration=1.5]
+A long hall.
+
+<!-- shot: duration=4 -->
+A lamp at the end.
+""")
+    r = run_import(src)
+    assert r.code == 0, r.stderr
+    assert r.segments["hall"]["shots"] == [
+        {"id": "hall-1", "prompt": "A long hall.", "duration": 1.5, "continuity": "previous"},
+        {"id": "hall-2", "prompt": "A lamp at the end.", "duration": 4.0,
+         "continuity": "previous"},
+    ]
+    assert "continuity" not in r.segments["start"]["shots"][0]
+    bad = write(tmp_path / "bad.twee", ":: Start [shot:prompt=x]\nHi\n")
+    r = run_import(bad)
+    assert r.code == 2
+    assert f"{bad}:1: tag shot:prompt=x: a prompt is set per paragraph, not per passage" in (
+        r.stderr)

@@ -253,3 +253,21 @@ def test_real_story_space_ship(tmp_path):
     prompts = [s["prompt"] for s in r.segments["ship"]["shots"]]
     assert prompts[0] == "Ship: Hey, friend." and "Player: Uh." in prompts
     assert any("<<setsprite>> (commands are not run)" in ln for ln in r.lines("lost: "))
+
+
+def test_node_tags_steer_every_shot_of_the_node_and_its_options(tmp_path):
+    src = write(tmp_path / "tags.yarn", """\
+title: Start
+tags: shot:duration=5 intro
+---
+First line.
+-> Go
+    Option line.
+// shot: duration=1
+Last line.
+===
+""")
+    r = run_import(src)
+    assert r.code == 0, r.stderr
+    durations = {s["id"]: s["duration"] for seg in r.segments.values() for s in seg["shots"]}
+    assert durations == {"start-1": 5.0, "start-option2-1": 5.0, "start-after1-1": 1.0}

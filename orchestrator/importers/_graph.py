@@ -176,6 +176,32 @@ def parse_steer(text: str, graph: SourceGraph, line: int | None) -> dict[str, An
     return out
 
 
+def tag_steer(tags: Iterable[str], graph: SourceGraph, line: int | None) -> dict[str, Any]:
+    """Passage tags such as ``shot:duration=3`` or ``shot:continuity=previous``: settings for
+    every shot of the passage (a comment on one paragraph still wins)."""
+    out: dict[str, Any] = {}
+    for tag in tags:
+        if not tag.startswith("shot:"):
+            continue
+        s = parse_steer(tag.replace("shot:", "shot: ", 1), graph, line)
+        if s and "prompt" in s:
+            graph.fail(line, f"tag {tag}: a prompt is set per paragraph, not per passage")
+            s.pop("prompt")
+        out.update(s or {})
+    return out
+
+
+def apply_steer(graph: SourceGraph, by_name: dict[str, dict[str, Any]]) -> None:
+    """Give every paragraph of each named passage (and the nodes made from it) its tags'
+    settings, under the paragraph's own."""
+    for node in graph.nodes.values():
+        steer = by_name.get(node.origin or node.name)
+        if steer:
+            for para in node.paras:
+                for k, v in steer.items():
+                    para.steer.setdefault(k, v)
+
+
 # -- defaults ---------------------------------------------------------------------------------
 
 

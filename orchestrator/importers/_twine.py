@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ._graph import Link, Node, Para, SourceGraph, parse_steer
+from ._graph import Link, Node, Para, SourceGraph, apply_steer, parse_steer, tag_steer
 
 _HARLOWE_COND = {"if", "unless", "else-if", "elseif", "else"}
 _GOTO = {"goto", "go-to"}
@@ -371,6 +371,9 @@ def add_passages(graph: SourceGraph, passages: list[RawPassage], start: str | No
         graph.count("passages")
         node = graph.add(Node(key=p.name, name=p.name, line=p.line))
         read_passage(graph, node, p.text, p.text_line)
+        steer = tag_steer(p.tags, graph, p.line)
+        if steer:
+            apply_steer(graph, {p.name: steer})
     if start is None:
         start = "Start" if "Start" in graph.nodes else None
         if start is None and graph.nodes:

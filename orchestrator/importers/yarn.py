@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ._graph import Link, Node, Para, SourceGraph, parse_steer
+from ._graph import Link, Node, Para, SourceGraph, apply_steer, parse_steer, tag_steer
 
 FORMAT = "yarn"
 MAX_DEPTH = 64
@@ -488,6 +488,14 @@ def read(file: str, text: str) -> SourceGraph:
         node = graph.add(Node(key=key, name=name, line=line,
                               origin=title if "\x00" in key else None))
         builder.fill(node, stmts, None)
+    # tags: shot:duration=3 ... set every shot of the node
+    steers: dict[str, dict] = {}
+    for h, b in raw_nodes:
+        if "tags" in h:
+            st = tag_steer(h["tags"][0].split(), graph, h["tags"][1])
+            if st:
+                steers[b.node] = st
+    apply_steer(graph, steers)
     # a link to a node group is a choice among its members, each under its when: condition
     for node in list(graph.nodes.values()):
         links: list[Link] = []
