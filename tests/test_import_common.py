@@ -386,3 +386,20 @@ def test_any_mangled_source_imports_or_gives_problems(case, lenient):
                                     for p in exc.problems)
     else:
         assert result.segments >= 1
+
+
+def test_a_segments_source_is_checked_like_any_field(tmp_path):
+    """``source`` is a documented optional field of reelfarm/v1: validated, never free-form."""
+    src = write(tmp_path / "door.twee", TWEE)
+    good = tmp_path / "good.yaml"
+    assert run_import(src, out=good).code == 0
+    code, _out, err = cli("validate", str(good))
+    assert code == 0, err
+    doc = yaml.safe_load(good.read_text())
+    doc["spec"]["segments"][0]["source"] = {"file": "door.twee", "name": "Start", "line": 0}
+    doc["spec"]["segments"][1]["source"] = {"file": "door.twee", "name": "Hall", "page": 3}
+    bad = write(tmp_path / "bad.yaml", yaml.safe_dump(doc, sort_keys=False))
+    code, _out, err = cli("validate", str(bad))
+    assert code == 2
+    assert "spec.segments[0].source.line" in err
+    assert "spec.segments[1].source.page" in err
