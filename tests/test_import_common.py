@@ -403,3 +403,11 @@ def test_a_segments_source_is_checked_like_any_field(tmp_path):
     assert code == 2
     assert "spec.segments[0].source.line" in err
     assert "spec.segments[1].source.page" in err
+
+
+def test_help_teaches_with_an_example():
+    code, stdout, _ = cli("import", "--help")
+    assert code == 0
+    assert "Example" in stdout and "reelfarm import" in stdout
+    for option in ("--from", "--unroll", "--all-options", "--defaults", "-o"):
+        assert option in stdout
