@@ -271,3 +271,12 @@ Last line.
     assert r.code == 0, r.stderr
     durations = {s["id"]: s["duration"] for seg in r.segments.values() for s in seg["shots"]}
     assert durations == {"start-1": 5.0, "start-option2-1": 5.0, "start-after1-1": 1.0}
+
+
+def test_an_unreachable_node_is_listed_once_not_with_its_parts(tmp_path):
+    src = write(tmp_path / "unused.yarn", "title: Start\n---\nHi.\n===\ntitle: Unused\n---\n"
+                "Nobody comes here.\n-> A\n    Line A.\n-> B\n    Line B.\nAfter.\n===\n")
+    r = run_import(src)
+    assert r.code == 0, r.stderr
+    assert r.lines("lost: ") == [f"lost: {src}:5: Unused: not reachable from the start; "
+                                 "not imported"]

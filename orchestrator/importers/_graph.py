@@ -361,6 +361,8 @@ def build_manifest(graph: SourceGraph, opts: Options) -> ImportResult:
     _collapse(graph)
     reach = _reachable(graph.start, nodes)
     for key, node in nodes.items():
+        if node.synthetic and node.origin in nodes and node.origin not in reach:
+            continue  # a part of an unreachable passage, which is listed itself
         if key not in reach:
             losses.append(
                 Problem(

@@ -169,7 +169,7 @@ def _origin(p: _Ptr) -> str:
 
 @dataclass
 class _Exit:
-    kind: str  # "end", "next", "split", "ret", "flow" (probes), "lost"
+    kind: str  # "end", "next", "split"; for probes and inlined parts also "ret", "flow"
     target: _Ptr | None = None
     branches: list[tuple[str, _Ptr, str | None]] = field(default_factory=list)
 
@@ -296,8 +296,6 @@ class _Reader:
                         flush()
                 elif x in _GLUE:
                     glue[0] = True
-                    if buf and not captures:
-                        pass
                 elif x == "ev":
                     ev += 1
                     refs = []
@@ -368,7 +366,7 @@ class _Reader:
                     out.choices.extend(sub.choices)
                     out.conditionals += sub.conditionals
                     out.printed += sub.printed
-                    if sub.exit.kind in ("split", "next", "lost"):
+                    if sub.exit.kind not in ("end", "ret"):
                         self.lose(_readable(tgt), f"the thread {_readable(tgt)} diverts or "
                                   "branches on a condition; only its text and choices are kept")
                 elif x == "out" and not ev:
