@@ -327,7 +327,9 @@ shots: {words_per_second: 40, min_duration: 0.25, max_duration: 0.5}
 @pytest.mark.parametrize("source, args", [
     (DATA / "ink" / "branches.ink.json", ()),
     (DATA / "lock-and-key" / "lock-and-key.twee", ("--all-options", "--unroll", "1")),
-])
+    (DATA / "lock-and-key" / "lock-and-key-harlowe.html", ("--all-options", "--unroll", "1")),
+    (DATA / "space" / "Sally.yarn", ("--all-options",)),
+], ids=["ink", "twee", "twine-html", "yarn"])
 def test_imported_stories_render_on_previz_with_a_master_per_ending(ray_cluster, tmp_path,
                                                                      source, args):
     defaults = write(tmp_path / "defaults.yaml", SMALL_RENDER)
