@@ -79,8 +79,6 @@ class Node:
     links: list[Link] = field(default_factory=list)
     divert: bool = False
     """True when the node leaves by one unconditional divert (a manifest ``next``)."""
-    prompt: str = ""
-    """The choice's prompt, when the node ends in a choice."""
     origin: str | None = None
     """The name in the source (``source.name``) when ``name`` is a made-up part of it."""
     synthetic: bool = False
@@ -718,8 +716,6 @@ def _emit(
                              f"{MAX_OPTIONS}")]
                 )
             choice: dict[str, Any] = {"options": options}
-            if node.prompt:
-                choice["prompt"] = node.prompt[:1000]
             doc["choice"] = choice
             n_choices += 1
             n_options += len(options)
