@@ -1,4 +1,4 @@
-"""Helpers for the importer tests: run ``reelfarm import`` and ``plan`` as a user would."""
+"""For the importer tests: run ``reelfarm import`` and ``plan`` as a user would."""
 
 from __future__ import annotations
 
