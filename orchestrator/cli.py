@@ -396,6 +396,7 @@ def schema() -> None:
 from .cli_cache import cache as _cache; main.add_command(_cache)  # noqa: E402, E702, I001
 from . import cli_jobs  # noqa: E402,F401,I001  (reelfarm submit, jobs, status, logs, cancel)
 from . import cli_nightly  # noqa: E402,F401  (reelfarm nightly)
+from . import cli_import  # noqa: E402,F401  (reelfarm import)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -141,11 +141,30 @@ class Shot(Model):
     renderer: RendererSpec = Field(default_factory=RendererSpec)
 
 
+class SourceRef(Model):
+    """Where an imported segment came from (``reelfarm import``); display and tooling only.
+
+    Not part of any cache key: editing it, or importing the same source again, re-renders
+    nothing.
+    """
+
+    file: str = Field(min_length=1, max_length=500, description="The source file, as given")
+    name: str = Field(
+        min_length=1, max_length=500, description="The passage, knot or node name in the source"
+    )
+    line: int | None = Field(
+        None, ge=1, description="1-based line in the source, when it has lines"
+    )
+
+
 class Segment(Model):
     id: Id
     shots: list[Shot] = Field(min_length=1, max_length=1000)
     choice: Choice | None = None
     next: Id | None = None
+    source: SourceRef | None = Field(
+        None, description="Where an imported segment came from; never part of a cache key"
+    )
 
     @model_validator(mode="after")
     def _one_way_out(self) -> Segment:
