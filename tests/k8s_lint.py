@@ -152,7 +152,13 @@ class CrdValidator:
         problems = []
         for error in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path)):
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            problems.append(f"{_name(obj)}: {where}: {error.message}")
+            # "<object>: <path>: <schema keyword>: <detail>"; unknown fields are named here, the
+            # other details are jsonschema's own words, for people to read.
+            detail = error.message
+            if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+                known = set(error.schema.get("properties") or {})
+                detail = f"unknown fields {sorted(set(error.instance) - known)}"
+            problems.append(f"{_name(obj)}: {where}: {error.validator}: {detail}")
         return problems
 
 
