@@ -146,7 +146,7 @@ def test_cpu_demo_has_cpu_image_and_no_gpu_group():
 def test_gpu_overlay_has_gpu_group_that_scales_from_zero():
     objects = render("overlays/gpu")
     images = {c["image"] for o in objects for c in k8s_render.iter_containers(o)}
-    assert images == {"ghcr.io/reelfarm/reelfarm:0.1.0-cuda12.6", "alpine/k8s:1.33.4"}
+    assert images == {"ghcr.io/reelfarm/reelfarm:0.1.0-cuda13.0", "alpine/k8s:1.33.4"}
     specs = [spec for obj in objects for _, spec in k8s_lint.cluster_specs(obj)]
     assert len(specs) == 1
     for cluster in specs:
