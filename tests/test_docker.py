@@ -5,9 +5,9 @@ The static checks run everywhere. The engine tests build ``docker/Dockerfile.cpu
 it with ``docker run``. Where no engine is reachable they skip with the reason; under ``CI=true``
 they fail instead (``.ci/run`` starts one). The base image is ``$REELFARM_DOCKER_BASE`` when set
 (``.ci/run`` sets a Debian bookworm image made with debootstrap, see docker/README.md), else the
-Dockerfile's default. Where the host has extra CA certificates (``/usr/local/share/ca-certificates``,
-for a TLS-inspecting proxy), the test builds on a test-only layer that trusts them; the published
-image never carries them.
+Dockerfile's default. Where the host has extra CA certificates
+(``/usr/local/share/ca-certificates``, for a TLS-inspecting proxy), the test builds on a
+test-only layer that trusts them; the published image never carries them.
 """
 
 from __future__ import annotations
@@ -238,7 +238,8 @@ def cpu_image(tmp_path_factory) -> str:
 
 @pytest.mark.timeout(BUILD_TIMEOUT + 600)
 def test_cpu_image_has_python_311_the_pinned_ray_and_a_non_root_user(cpu_image):
-    config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", cpu_image).stdout)
+    inspect = docker("image", "inspect", "--format", "{{json .Config}}", cpu_image)
+    config = json.loads(inspect.stdout)
     assert config["User"] == "1000:1000"
     assert config["Entrypoint"] == ["/usr/bin/tini", "--"]
     proc = docker(

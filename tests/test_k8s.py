@@ -73,7 +73,10 @@ def crd_dir_or_skip(crd_dir: Path, environ: dict[str, str]) -> Path:
     """``crd_dir`` when present; else skip, or fail under ``CI=true``."""
     if crd_dir.is_dir():
         return crd_dir
-    reason = f"KubeRay CRDs not found at {crd_dir} (expected ../shared/kuberay-crds/v1.7.0 or $KUBERAY_CRDS/v1.7.0)"
+    reason = (
+        f"KubeRay CRDs not found at {crd_dir} "
+        "(expected ../shared/kuberay-crds/v1.7.0 or $KUBERAY_CRDS/v1.7.0)"
+    )
     if environ.get("CI") == "true":
         pytest.fail(f"{reason}; CI=true needs them, the schema checks must not be skipped")
     pytest.skip(reason)
@@ -403,7 +406,8 @@ def test_schema_rejects_unknown_field_in_embedded_rayjob(validator):
     doc["spec"]["clusterSelectr"] = {"ray.io/cluster": "reelfarm"}
     config["data"]["nightly-rayjob.yaml"] = yaml.safe_dump(doc)
     problems = k8s_lint.lint(objects, validator)
-    assert any("spec: additionalProperties: unknown fields ['clusterSelectr']" in p for p in problems)
+    expected = "spec: additionalProperties: unknown fields ['clusterSelectr']"
+    assert any(expected in p for p in problems), problems
 
 
 def test_strict_schema_keeps_free_form_maps_open():
@@ -558,7 +562,11 @@ def _wrong_secret(obj):
         ("RayCluster", _autoscaling_off, "enableInTreeAutoscaling is off"),
         ("RayJob", _ttl_without_shutdown, "ttlSecondsAfterFinished needs shutdownAfterJobFinishes"),
         ("RayJob", _shutdown_standing_cluster, "shutdownAfterJobFinishes with clusterSelector"),
-        ("RayJob", _own_cluster_and_selector, "set exactly one of rayClusterSpec and clusterSelector"),
+        (
+            "RayJob",
+            _own_cluster_and_selector,
+            "set exactly one of rayClusterSpec and clusterSelector",
+        ),
         ("RayJob", _selector_names_no_cluster, "clusterSelector names no RayCluster: elsewhere"),
         (
             "RayCronJob",
