@@ -232,6 +232,10 @@ def _decode(name: str, data: bytes) -> str:
 # -- YAML -------------------------------------------------------------------------------------
 
 
+class _BoundExceeded(ComposerError):
+    """One of reelfarm's own bounds on the composed document was exceeded."""
+
+
 class _Bounded(Composer):
     """Composes nodes only (nothing is constructed): no aliases, bounded depth and count."""
 
@@ -249,9 +253,9 @@ class _Bounded(Composer):
         self._nodes += 1
         mark = self.peek_event().start_mark
         if self._depth > MAX_DEPTH:
-            raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+            raise _BoundExceeded(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
         if self._nodes > MAX_NODES:
-            raise ComposerError(None, None, f"more than {MAX_NODES} values", mark)
+            raise _BoundExceeded(None, None, f"more than {MAX_NODES} values", mark)
         try:
             return super().compose_node(parent, index)
         finally:
@@ -288,30 +292,65 @@ def _compose(name: str, text: str) -> Node | None:
         col = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
         reason = f"character U+{ord(bad.group()):04X} is not allowed in YAML"
         raise ManifestInvalid([Problem(name, line, col, "", reason)])
-    loader = _Loader(text)  # type: ignore[call-arg]
     try:
-        return loader.get_single_node()
+        return _compose_with(_Loader, text)
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        message = exc.problem or exc.context or "invalid YAML"
-        if exc.context and exc.problem:
-            context = exc.context
-            began = exc.context_mark
-            if (
-                context.startswith("while")
-                and began is not None
-                and mark is not None
-                and began.line != mark.line
-            ):
-                context += f" that began on line {began.line + 1}"
-            message = f"{exc.problem} ({context})"
-        line = mark.line + 1 if mark else None
-        col = mark.column + 1 if mark else None
-        raise ManifestInvalid([Problem(name, line, col, "", f"YAML: {message}")]) from None
+        raise _yaml_problem(name, _own_bound_before(text, exc) or exc) from None
     except YAMLError as exc:  # pragma: no cover - every YAML error above is marked
         raise ManifestInvalid([Problem(name, None, None, "", f"YAML: {exc}")]) from None
+
+
+def _compose_with(loader_type: type[_Bounded], text: str) -> Node | None:
+    loader = loader_type(text)  # type: ignore[call-arg]
+    try:
+        return loader.get_single_node()
     finally:
         loader.dispose()
+
+
+def _own_bound_before(text: str, exc: MarkedYAMLError) -> _BoundExceeded | None:
+    """reelfarm's own refusal of the text before a parser's refusal, if there is one.
+
+    libyaml scans ahead of the composer, so its own limits (a nesting depth far above
+    :data:`MAX_DEPTH`) can refuse a document before the composer has seen the level that
+    reelfarm refuses. The text up to libyaml's refusal is composed again with the pure-Python
+    parser, which does not scan ahead of those bounds: a document nested deeper than
+    :data:`MAX_DEPTH` is then reported with reelfarm's message and position, whatever the
+    PyYAML release. Only the prefix is read again, so the cost stays bounded by where libyaml
+    stopped.
+    """
+    if isinstance(exc, _BoundExceeded) or _Loader is _PyLoader:
+        return None
+    mark = exc.problem_mark or exc.context_mark
+    if mark is None:
+        return None
+    try:
+        _compose_with(_PyLoader, text[: mark.index + 1])
+    except _BoundExceeded as own:
+        return own
+    except YAMLError:
+        return None
+    return None
+
+
+def _yaml_problem(name: str, exc: MarkedYAMLError) -> ManifestInvalid:
+    """One marked YAML error as a manifest problem."""
+    mark = exc.problem_mark or exc.context_mark
+    message = exc.problem or exc.context or "invalid YAML"
+    if exc.context and exc.problem:
+        context = exc.context
+        began = exc.context_mark
+        if (
+            context.startswith("while")
+            and began is not None
+            and mark is not None
+            and began.line != mark.line
+        ):
+            context += f" that began on line {began.line + 1}"
+        message = f"{exc.problem} ({context})"
+    line = mark.line + 1 if mark else None
+    col = mark.column + 1 if mark else None
+    return ManifestInvalid([Problem(name, line, col, "", f"YAML: {message}")])
 
 
 def _key_text(node: Node) -> str | None:

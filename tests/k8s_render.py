@@ -4,6 +4,8 @@ The test suite has no ``kustomize`` or ``kubectl`` binary, so it renders the ove
 module and validates what comes out. It implements, with kustomize's semantics:
 
 - ``resources`` (files, and directories holding a ``kustomization.yaml``), rendered depth first;
+- ``components`` (directories holding a ``kind: Component`` kustomization): applied after the
+  resources, each adding its own resources and generators and patching everything so far;
 - ``namespace`` (namespaced kinds only; ServiceAccount subjects of (Cluster)RoleBindings that are
   in ``default`` or unset move with it, as in kustomize's default ``defaultOnly`` mode);
 - ``labels`` (``pairs``; metadata labels, plus selectors / pod templates when asked) and
@@ -42,6 +44,7 @@ SUPPORTED_FIELDS = {
     "apiVersion",
     "kind",
     "resources",
+    "components",
     "namespace",
     "labels",
     "commonLabels",
@@ -102,7 +105,13 @@ def render(directory: str | Path) -> list[dict[str, Any]]:
     return _render(Path(directory).resolve(), stack=())
 
 
-def _render(directory: Path, stack: tuple[Path, ...]) -> list[dict[str, Any]]:
+def _render(
+    directory: Path,
+    stack: tuple[Path, ...],
+    inherited: list[dict[str, Any]] | None = None,
+    *,
+    component: bool = False,
+) -> list[dict[str, Any]]:
     if directory in stack:
         raise KustomizeError(f"resource cycle through {directory}")
     kfile = _find_kustomization(directory)
@@ -112,7 +121,12 @@ def _render(directory: Path, stack: tuple[Path, ...]) -> list[dict[str, Any]]:
     if unknown:
         raise KustomizeError(f"{kfile}: fields not supported by k8s_render: {sorted(unknown)}")
 
-    objects: list[dict[str, Any]] = []
+    is_component = kust.get("kind") == "Component"
+    if is_component != component:
+        role = "a component" if component else "a resource or target"
+        raise KustomizeError(f"{kfile}: kind {kust.get('kind')!r} cannot be used as {role}")
+
+    objects: list[dict[str, Any]] = list(inherited or [])
     for entry in kust.get("resources") or []:
         target = (directory / entry).resolve()
         if target.is_dir():
@@ -121,6 +135,11 @@ def _render(directory: Path, stack: tuple[Path, ...]) -> list[dict[str, Any]]:
             objects.extend(_load_yaml_documents(target))
         else:
             raise KustomizeError(f"{kfile}: resource {entry!r} not found")
+    for entry in kust.get("components") or []:
+        target = (directory / entry).resolve()
+        if not target.is_dir():
+            raise KustomizeError(f"{kfile}: component {entry!r} not found")
+        objects = _render(target, stack + (directory,), objects, component=True)
 
     objects = _apply_config_map_generators(kust, directory, objects)
     _check_unique(objects, kfile)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -46,6 +48,29 @@ spec:
       shots:
         - {id: rain, prompt: Mara walks into the rain, duration: 2.0}
 """
+
+
+class YamlSyntax(NamedTuple):
+    """A YAML syntax problem: reelfarm's parts of it, never the parser's own words.
+
+    The problem has this line and column and no field, its message is marked ``YAML:``, and when
+    the parser names where the construct it was reading began, reelfarm adds that line.
+    """
+
+    line: int
+    col: int
+    began: int | None = None
+
+    def check(self, problem: Problem, file: str) -> None:
+        assert (problem.file, problem.line, problem.col, problem.path) == (
+            file,
+            self.line,
+            self.col,
+            "",
+        ), problem
+        assert problem.message.startswith("YAML: "), problem
+        if self.began is not None:
+            assert problem.message.endswith(f" that began on line {self.began})"), problem
 
 
 def problems(text: str | bytes, source: str = "story.yaml") -> list[str]:
@@ -150,10 +175,8 @@ EXPECTED = {
         "30:7: spec.segments[3].id: segment 'walk-away' cannot be reached from the start "
         "segment 'cold-open'",
     ],
-    "yaml-syntax-error.yaml": [
-        "33:1: YAML: found unexpected end of stream "
-        "(while scanning a quoted scalar that began on line 5)",
-    ],
+    # The quoted title opened on line 5 is never closed.
+    "yaml-syntax-error.yaml": YamlSyntax(33, 1, began=5),
 }
 
 
@@ -167,6 +190,11 @@ def test_committed_bad_manifest(name: str) -> None:
     with pytest.raises(ManifestInvalid) as info:
         load_manifest(str(path))
     prefix = str(path)
+    expected = EXPECTED[name]
+    if isinstance(expected, YamlSyntax):
+        assert len(info.value.problems) == 1
+        expected.check(info.value.problems[0], prefix)
+        return
     got = [str(p) for p in info.value.problems]
     assert got == [
         f"{prefix}{line}" if line.startswith(":") else f"{prefix}:{line}" for line in EXPECTED[name]
@@ -299,20 +327,18 @@ def test_control_characters_are_refused_with_their_line() -> None:
             "just text\n",
             "story.yaml:1:1: the top level must be a mapping (apiVersion, kind, metadata, spec)",
         ),
-        (
-            "a: 1\n---\nb: 2\n",
-            "story.yaml:2:1: YAML: but found another document "
-            "(expected a single document in the stream)",
-        ),
-        (
-            "metadata:\n  name: x\n title: y\n",
-            "story.yaml:3:2: YAML: did not find expected key "
-            "(while parsing a block mapping that began on line 1)",
-        ),
+        ("a: 1\n---\nb: 2\n", YamlSyntax(2, 1)),
+        ("metadata:\n  name: x\n title: y\n", YamlSyntax(3, 2, began=1)),
     ],
 )
-def test_document_level_problems(text: str, expected: str) -> None:
-    assert problems(text) == [expected]
+def test_document_level_problems(text: str, expected: str | YamlSyntax) -> None:
+    if isinstance(expected, YamlSyntax):
+        with pytest.raises(ManifestInvalid) as info:
+            load_manifest("story.yaml", text.encode())
+        assert len(info.value.problems) == 1
+        expected.check(info.value.problems[0], "story.yaml")
+    else:
+        assert problems(text) == [expected]
 
 
 def test_duplicate_keys_are_errors() -> None:
@@ -332,10 +358,48 @@ def test_aliases_are_refused() -> None:
     ]
 
 
-def test_deep_nesting_is_refused() -> None:
-    assert problems("[" * 100_000) == [
-        f"story.yaml:1:{MAX_DEPTH + 1}: YAML: nested deeper than {MAX_DEPTH} levels"
+DEEP = {
+    # libyaml scans flow collections far ahead of the composer and refuses them at its own depth
+    # limit (1,000 in PyYAML 6.0.4), before reelfarm's composer sees level MAX_DEPTH + 1.
+    "flow": ("[" * 100_000, 1, MAX_DEPTH + 1),
+    "flow-small": ("[" * (MAX_DEPTH + 5), 1, MAX_DEPTH + 1),
+    "block": ("- " * 3_000 + "x\n", 1, 2 * MAX_DEPTH + 1),
+    "mapping": ("a: " + "{a: " * 3_000, 1, 4 * (MAX_DEPTH - 1) + 1),
+}
+
+
+@pytest.mark.parametrize("parser", ["libyaml", "python"])
+@pytest.mark.parametrize("case", sorted(DEEP))
+def test_deep_nesting_is_refused_with_reelfarms_limit(
+    case: str, parser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal is reelfarm's, at its own limit, whichever parser PyYAML uses."""
+    from orchestrator import loading
+
+    if parser == "python":
+        monkeypatch.setattr(loading, "_Loader", loading._PyLoader)
+    elif not loading.yaml.__with_libyaml__:
+        pytest.skip("this PyYAML is built without libyaml")
+    text, line, col = DEEP[case]
+    assert problems(text) == [
+        f"story.yaml:{line}:{col}: YAML: nested deeper than {MAX_DEPTH} levels"
     ]
+
+
+def test_validate_refuses_deep_nesting_with_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * 100_000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"{path}:1:{MAX_DEPTH + 1}: YAML: nested deeper than {MAX_DEPTH} levels"
+    ]
+    assert "Traceback" not in proc.stderr
 
 
 def test_python_tags_are_refused_and_never_constructed(monkeypatch: pytest.MonkeyPatch) -> None:
