@@ -6,9 +6,11 @@ import sys
 
 import click
 
-from .cli import _fail, _guard, _store_options, main
+from .cli import _fail, _guard, _store_options, check_out, main, open_writable_store
+from .cli_options import SECONDS, resolve_locations
 from .nightly import INVALID, UNCHANGED, NightlyError, NightlyOptions, StoryOutcome, run_nightly
 from .schedule import SchedulerOptions
+from .urls import canonical_location, printable
 
 
 @main.command()
@@ -22,7 +24,7 @@ from .schedule import SchedulerOptions
 @click.option("--retries", default=2, show_default=True, type=click.IntRange(0, 20),
               help="Retries of a failing task before it is marked failed.")
 @click.option("--max-workers", type=click.IntRange(1), help="Cap on renderer actors.")
-@click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--task-timeout", type=SECONDS, metavar="SECONDS",
               help="Kill and replace an actor whose render runs longer than this.")
 @click.option("--quiet", "-q", is_flag=True, help="No render progress; only the summary.")
 @click.option("--plain", is_flag=True, help="One log line per event (the default without a TTY).")
@@ -46,6 +48,10 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
       reelfarm nightly s3://studio/stories --store s3://studio-renders/reelfarm \\
           --out s3://studio-renders/out
     """
+    store_url, s3_endpoint = resolve_locations(store_url, s3_endpoint, prefix, out)
+    out = canonical_location(out)
+    check_out(out, s3_endpoint)
+    open_writable_store(store_url, s3_endpoint).close()
     opts = NightlyOptions(
         store=store_url,
         out=out,
@@ -57,7 +63,7 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
     )
 
     def on_story(s: StoryOutcome) -> None:
-        click.echo(f"{s.story or s.source}: {_what(s)}", err=True)
+        click.echo(printable(f"{s.story or s.source}: {_what(s)}"), err=True)
 
     try:
         result = run_nightly(prefix, opts, on_story=on_story)
@@ -67,7 +73,7 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
     _print_table(result.stories)
     for s in result.stories:
         for p in s.problems:
-            click.echo(f"{s.status} {s.story or s.source}: {p}", err=True)
+            click.echo(printable(f"{s.status} {s.story or s.source}: {p}"), err=True)
     doc = result.document()
     t = doc["totals"]
     click.echo(
@@ -90,6 +96,7 @@ def _what(s: StoryOutcome) -> str:
 
 def _print_table(stories: list[StoryOutcome]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -100,5 +107,5 @@ def _print_table(stories: list[StoryOutcome]) -> None:
     for s in stories:
         table.add_row(s.story or "-", s.status, str(s.rendered), str(s.cached),
                       str(s.failed + s.blocked), str(s.masters), str(s.masters_assembled),
-                      f"{s.seconds:.1f}", s.source)
+                      f"{s.seconds:.1f}", escape(printable(s.source)))
     Console(width=200, soft_wrap=True).print(table)

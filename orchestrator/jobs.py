@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .errors import ManifestInvalid, Problem
 from .render import new_run_id
+from .urls import BadLocation, without_userinfo
+from .urls import s3_endpoint as resolve_s3_endpoint
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
@@ -173,7 +175,9 @@ class _Meta:
     run_id: str = ""
 
     def to_metadata(self) -> dict[str, str]:
-        return {_META + k: v for k, v in asdict(self).items()}
+        md = {_META + k: v for k, v in asdict(self).items()}
+        md[_META + "s3_endpoint"] = without_userinfo(self.s3_endpoint)  # never a credential
+        return md
 
     @classmethod
     def from_metadata(cls, md: dict[str, str] | None) -> _Meta | None:
@@ -454,15 +458,19 @@ def submit(manifest_path_or_url: str, *, address: str | None = None, store: str 
 
     ``store`` defaults to ``REELFARM_STORE``; ``out`` to ``REELFARM_OUT`` + ``<story>/``. Both
     are read and written by the cluster: use ``s3://`` URLs, or paths the cluster shares.
-    ``s3_endpoint`` (default ``AWS_ENDPOINT_URL``) reads an ``s3://`` manifest and is passed to
-    the job when the store or out is in S3. ``extra_args`` are more ``reelfarm render`` options
+    ``s3_endpoint`` (default ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``; user info
+    dropped) reads an ``s3://`` manifest and is passed to the job when the store or out is in
+    S3. ``extra_args`` are more ``reelfarm render`` options
     (``["--retries", "4"]``), each passed as one quoted argument.
 
     Returns the new job, or the existing one (``existing=True``) when the same submission is
     pending, running or succeeded. Raises :class:`JobExists` when it failed or was stopped,
     unless ``resubmit`` (then the old job record is replaced by a new run).
     """
-    s3_endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
+    try:  # flag, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL; never stored with its user info
+        s3_endpoint = resolve_s3_endpoint(s3_endpoint)
+    except BadLocation as e:
+        raise JobError(str(e)) from None
     extra = _check_extra(extra_args)
     data, story = _read_manifest(manifest_path_or_url, s3_endpoint)
     name = story.metadata.name

@@ -112,7 +112,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     """The whole render: raises :class:`~orchestrator.expand.PlanError`,
     :class:`~orchestrator.schedule.Unplaceable` or :class:`RayConnectError` on bad input."""
     store = open_store(opts.store, s3_endpoint=opts.s3_endpoint)
-    store_url = opts.store or store.url
+    store_url = store.url  # canonical: an absolute path or the s3:// URL, same on every node
     plan = plan_story(story, store)
     check_force(plan, opts.force)
     out = open_output(opts.out or f"./renders/{plan.story}", s3_endpoint=opts.s3_endpoint)
