@@ -179,15 +179,19 @@ def test_cache_salt_shows_what_it_would_disown_and_needs_yes(tmp_path):
 # -- bad paths and odd files ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["file", "proc", "under-file", "other-host"])
+@pytest.mark.parametrize("where", ["file", "proc", "under-file", "other-host", "read-only"])
 def test_render_refuses_an_out_it_cannot_write_before_rendering(where, tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("not a directory")
     out = {"file": str(a_file), "proc": "/proc/reelfarm-out", "under-file": f"{a_file}/out",
-           "other-host": "file://render-host/srv/out"}[where]
+           "other-host": "file://render-host/srv/out", "read-only": tmp_path / "ro" / "out"}[where]
     store = tmp_path / "store"
-    r = run("render", HEIST, "--store", store, "--out", out, "--plain",
-            env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})  # never reached: no Ray started
+    with contextlib.ExitStack() as stack:
+        if where == "read-only":
+            stack.enter_context(tmpfs(tmp_path / "ro"))
+            remount_ro(tmp_path / "ro")
+        r = run("render", HEIST, "--store", store, "--out", out, "--plain",
+                env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})  # never reached: no Ray
     assert r.returncode == 2
     line = one_error_line(r.stderr)
     assert line.startswith("error: ")
