@@ -289,7 +289,7 @@ def plan(file: str, store_url: str | None, s3_endpoint: str | None, force: tuple
     else:
         for run in sched.runs.values():
             forced = run.task.shot in force or run.task.id in force
-            run.reason = "forced" if forced else "no store yet"
+            run.reason = "forced" if forced else "new key"  # no store: no key is known
     doc = plan_document(sched)
     if as_json:
         click.echo(dumps(doc), nl=False)

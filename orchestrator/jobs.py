@@ -451,6 +451,17 @@ def _check_extra(extra_args: Sequence[str]) -> tuple[str, ...]:
     return extra
 
 
+def _s3_endpoint(flag: str | None, *locations: str) -> str | None:
+    """Flag, ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, without user info; ``None`` when no
+    location is in S3."""
+    if not any(loc.startswith("s3://") for loc in locations):
+        return None
+    try:
+        return resolve_s3_endpoint(flag)
+    except BadLocation as e:
+        raise JobError(str(e)) from None
+
+
 def submit(manifest_path_or_url: str, *, address: str | None = None, store: str | None = None,
            out: str | None = None, s3_endpoint: str | None = None,
            extra_args: Sequence[str] = (), resubmit: bool = False) -> JobInfo:
@@ -467,19 +478,17 @@ def submit(manifest_path_or_url: str, *, address: str | None = None, store: str 
     pending, running or succeeded. Raises :class:`JobExists` when it failed or was stopped,
     unless ``resubmit`` (then the old job record is replaced by a new run).
     """
-    try:  # flag, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL; never stored with its user info
-        s3_endpoint = resolve_s3_endpoint(s3_endpoint)
-    except BadLocation as e:
-        raise JobError(str(e)) from None
+    flag = s3_endpoint
     extra = _check_extra(extra_args)
-    data, story = _read_manifest(manifest_path_or_url, s3_endpoint)
+    data, story = _read_manifest(manifest_path_or_url,
+                                 _s3_endpoint(flag, manifest_path_or_url))
     name = story.metadata.name
     store_url = _location(store or os.environ.get("REELFARM_STORE"), "store")
     if not out and os.environ.get("REELFARM_OUT"):
         out = os.environ["REELFARM_OUT"].rstrip("/") + f"/{name}/"
     out_url = _location(out, "out")
-    if not any(u.startswith("s3://") for u in (store_url, out_url)):
-        s3_endpoint = None  # read the manifest with it; the job itself has no use for it
+    # the job gets an endpoint only when its store or out is in S3
+    s3_endpoint = _s3_endpoint(flag, store_url, out_url)
     job_id = submission_id(name, data, store=store_url, out=out_url, s3_endpoint=s3_endpoint,
                            extra_args=extra)
     client = _Client(address)
