@@ -1,12 +1,17 @@
 """The ``reelfarm`` command line.
 
-Exit codes are stable: 0 done, 1 some shots failed (the rest are done), 2 invalid input,
-130 interrupted. Errors go to stderr; ``--json`` output on stdout is for machines only.
+Exit codes are stable: 0 done, 1 some shots failed (the rest are done) or a write failed
+(disk full, read-only file system), 2 invalid input (a bad path, a location that cannot be
+written, a store that does not exist for a command that only reads), 130 interrupted (Ctrl-C,
+every command). Errors go to stderr, one line each, never a traceback; ``--json`` output on
+stdout is for machines only.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +20,8 @@ import click
 
 from actors.media import MediaError
 
+from .cli_options import SECONDS, resolve_locations, resolve_s3_endpoint
+from .cli_options import store_options as _store_options
 from .errors import ManifestInvalid, Problem
 from .expand import PlanError
 from .render import (
@@ -28,9 +35,8 @@ from .render import (
     render_story,
 )
 from .schedule import SchedulerOptions, Unplaceable, WorkerStartError
-from .store import DEFAULT_STORE, StoreError, open_store
-
-STORE_HELP = f"Store URL: a directory, file:///dir or s3://bucket/prefix [default: {DEFAULT_STORE}]"
+from .store import LocalStore, StoreError, StoreMissing, open_store
+from .urls import BadLocation, canonical_location, printable
 
 
 def _fail(msg: str, code: int = EXIT_INVALID) -> None:
@@ -66,7 +72,7 @@ def _load(source: str, s3_endpoint: str | None = None):
 
 def _print_problems(problems: list[Problem]) -> None:
     for p in problems:
-        click.echo(str(p), err=True)
+        click.echo(printable(p), err=True)
 
 
 def _plan_problems(manifest, err: PlanError) -> list[Problem]:
@@ -81,7 +87,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except StoreError as e:
+        except (StoreError, BadLocation) as e:
             _fail(str(e))
         except RayConnectError as e:
             _fail(str(e))
@@ -95,7 +101,75 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+EXIT_WRITE_FAILED = 1
+EXIT_SIGINT = 130
+
+
+class _Main(click.Group):
+    """The command group, run so that every command ends the same way: Ctrl-C exits 130 with
+    one line (not click's "Aborted!" and 1), and an error writing a file or standard output
+    (disk full, read-only file system) is one line and exit 1, never a traceback."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.Abort as e:
+            if isinstance(e.__context__, KeyboardInterrupt):
+                click.echo("interrupted", err=True)
+                sys.exit(EXIT_SIGINT)
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:  # outside a command (while parsing, say)
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_SIGINT)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except OSError as e:
+            click.echo(f"error: {_os_error(e, stdout_failed=_quiet_stdout())}", err=True)
+            sys.exit(EXIT_WRITE_FAILED)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EIO,
+                           errno.EACCES, errno.EPERM})
+
+
+_STDOUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF})
+
+
+def _os_error(e: OSError, *, stdout_failed: bool) -> str:
+    what = e.strerror or str(e)
+    # every file reelfarm writes names itself in its error; one that names nothing is stdout
+    if not e.filename and (stdout_failed or e.errno in _STDOUT_ERRNOS):
+        return f"cannot write standard output: {what}"
+    if e.filename and e.errno in _WRITE_ERRNOS:
+        return f"cannot write {e.filename}: {what}"
+    return f"{e.filename}: {what}" if e.filename else what
+
+
+def _quiet_stdout() -> bool:
+    """Whether standard output has failed (``> /dev/full``); if so, point it at /dev/null so
+    that the interpreter's last flush does not print a second error."""
+    try:
+        sys.stdout.flush()
+        return False
+    except OSError:
+        try:
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, sys.stdout.fileno())
+            os.close(fd)
+        except (OSError, ValueError, AttributeError):
+            pass
+        return True
+    except (ValueError, AttributeError):
+        return False
+
+
+@click.group(cls=_Main,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="reelfarm")
 def main() -> None:
     """reelfarm renders branching, AI-generated movies on a Ray cluster.
@@ -117,8 +191,10 @@ def main() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
-              help="Endpoint of an S3-compatible server, for s3:// manifests.")
+@click.option("--s3-endpoint", metavar="URL",
+              help="Endpoint of an S3-compatible server, for s3:// manifests "
+                   "[default: $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL].")
+@_guard
 def validate(files: tuple[str, ...], s3_endpoint: str | None) -> None:
     """Check story manifests (paths or s3:// URLs); one line per problem with FILE:LINE:COL.
 
@@ -129,6 +205,7 @@ def validate(files: tuple[str, ...], s3_endpoint: str | None) -> None:
     """
     from .expand import SHAPE_ONLY, expand
 
+    s3_endpoint = resolve_s3_endpoint(s3_endpoint, *files)
     bad = False
     for f in files:
         m, problems = _read(f, s3_endpoint)
@@ -153,11 +230,23 @@ def validate(files: tuple[str, ...], s3_endpoint: str | None) -> None:
 # -- plan ----------------------------------------------------------------------------------
 
 
-def _store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
-                      help="Endpoint of an S3-compatible server (MinIO, Ceph RGW, ...).")(fn)
-    fn = click.option("--store", "store_url", envvar="REELFARM_STORE", help=STORE_HELP)(fn)
-    return fn
+def open_writable_store(store_url: str, s3_endpoint: str | None):
+    """The store a render writes to, created when missing (and said so); a local store that
+    cannot be written is refused now, before anything is rendered."""
+    store = open_store(store_url, s3_endpoint=s3_endpoint, create=True)
+    if isinstance(store, LocalStore):
+        if store.created:
+            click.echo(f"created a new store at {store.url}", err=True)
+        store.check_writable()
+    return store
+
+
+def check_out(out: str, s3_endpoint: str | None) -> None:
+    """Refuse an output location that cannot be written (a file, /proc, a read-only mount)
+    before anything is rendered for it."""
+    from .outputs import open_output
+
+    open_output(out, s3_endpoint=s3_endpoint).check_writable()
 
 
 @main.command()
@@ -178,12 +267,19 @@ def plan(file: str, store_url: str | None, s3_endpoint: str | None, force: tuple
       reelfarm plan manifests/heist.yaml
       reelfarm plan manifests/heist.yaml --store s3://studio-renders/reelfarm --json
     """
+    from .expand import expand
     from .schedule import Scheduler
 
+    store_url, s3_endpoint = resolve_locations(store_url, s3_endpoint, file)
     m = _load(file, s3_endpoint)
-    store = open_store(store_url, s3_endpoint=s3_endpoint)
+    try:  # plan only reads: a store that does not exist is not created
+        store = open_store(store_url, s3_endpoint=s3_endpoint, create=False)
+    except StoreMissing as e:
+        store = None
+        click.echo(f"note: {e}: every task is planned as uncached (render creates it)",
+                   err=True)
     try:
-        p = plan_story(m.story, store)
+        p = plan_story(m.story, store) if store is not None else expand(m.story, salt="")
     except PlanError as e:
         _print_problems(_plan_problems(m, e))
         sys.exit(EXIT_INVALID)
@@ -191,8 +287,13 @@ def plan(file: str, store_url: str | None, s3_endpoint: str | None, force: tuple
         check_force(p, force)
     except UnknownShots as e:
         _fail(str(e))
-    sched = Scheduler(p, store, store_url=store_url or store.url)
-    sched.lookup(set(force))
+    sched = Scheduler(p, store, store_url=store_url)  # type: ignore[arg-type]
+    if store is not None:
+        sched.lookup(set(force))
+    else:
+        for run in sched.runs.values():
+            forced = run.task.shot in force or run.task.id in force
+            run.reason = "forced" if forced else "new key"  # no store: no key is known
     doc = plan_document(sched)
     if as_json:
         click.echo(dumps(doc), nl=False)
@@ -231,14 +332,18 @@ def plan_document(sched) -> dict[str, Any]:
 
 def _print_plan(sched, doc: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .progress import fmt_duration
 
+    def text(value: Any) -> str:  # user text: no control characters, no rich markup
+        return escape(printable(value))
+
     console = Console()
     p = sched.plan
     t = doc["tasks"]
-    console.print(f"[bold]{p.story}[/bold] {p.title}".rstrip())
+    console.print(f"[bold]{text(p.story)}[/bold] {text(p.title)}".rstrip())
     console.print(
         f"{len(p.branches)} masters · {t['unique']} unique render tasks "
         f"(naive per-branch count {t['naive']}) · {t['cached']} cached · "
@@ -254,7 +359,8 @@ def _print_plan(sched, doc: dict[str, Any]) -> None:
     for col in ("master", "path", "choices", "shots"):
         bt.add_column(col)
     for b in p.branches:
-        bt.add_row(b.name, " → ".join(b.segments), " / ".join(b.choices) or "-", str(len(b.shots)))
+        bt.add_row(text(b.name), text(" → ".join(b.segments)), text(" / ".join(b.choices)) or "-",
+                   str(len(b.shots)))
     console.print(bt)
     tt = Table(title="tasks", title_justify="left", box=None, header_style="bold")
     for col in ("task", "segment", "frames", "conditioned on", "key", "status", "why"):
@@ -262,8 +368,9 @@ def _print_plan(sched, doc: dict[str, Any]) -> None:
     for task in p.tasks:
         r = sched.runs[task.id]
         status = "[green]cached[/green]" if r.status == "cached" else "[yellow]render[/yellow]"
-        tt.add_row(task.id, task.segment, str(task.frames), task.upstream or "-",
-                   task.key[:12], status, "" if r.status == "cached" else r.reason)
+        tt.add_row(text(task.id), text(task.segment), str(task.frames),
+                   text(task.upstream or "-"), task.key[:12], status,
+                   "" if r.status == "cached" else text(r.reason))
     console.print(tt)
 
 
@@ -294,7 +401,7 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--retries", default=2, show_default=True, type=click.IntRange(0, 20),
               help="Retries of a failing task before it is marked failed.")
 @click.option("--max-workers", type=click.IntRange(1), help="Cap on renderer actors.")
-@click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--task-timeout", type=SECONDS, metavar="SECONDS",
               help="Kill and replace an actor whose render runs longer than this. Default: 20 "
                    "times the shot's estimate, and at least 15 minutes.")
 @click.option("--preview-first", is_flag=True,
@@ -322,7 +429,13 @@ def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str |
       RAY_ADDRESS=ray-head:6379 reelfarm render s3://studio/stories/heist.yaml \\
           --store s3://studio-renders/reelfarm --out s3://studio-renders/out/heist
     """
+    store_url, s3_endpoint = resolve_locations(store_url, s3_endpoint, file, out or "")
     m = _load(file, s3_endpoint)
+    # Resolved once, here on the driver: actors and assembly tasks on other nodes or in
+    # another working directory get the same absolute locations.
+    out = canonical_location(out or f"./renders/{m.story.metadata.name}")
+    check_out(out, s3_endpoint)
+    open_writable_store(store_url, s3_endpoint).close()
     opts = RenderOptions(
         store=store_url,
         s3_endpoint=s3_endpoint,
@@ -365,9 +478,9 @@ def _print_summary(result) -> None:
     masters = f"masters {t['masters']}/{len(r['branches'])} ({t['masters_assembled']} assembled)"
     click.echo(f"{r['story']}: {r['status']}: {what}; {masters} in {r['seconds']:.1f}s", err=True)
     for f in r["failures"]:
-        click.echo(f"  failed {f['id']} on {f['node']}: {f['error']}", err=True)
+        click.echo(printable(f"  failed {f['id']} on {f['node']}: {f['error']}"), err=True)
     for e in r.get("errors") or []:
-        click.echo(f"  error: {e}", err=True)
+        click.echo(printable(f"  error: {e}"), err=True)
     for rel in r.get("removed") or []:
         click.echo(f"  removed {rel}: no finished branch of this run has that master", err=True)
     for b in result.branches:

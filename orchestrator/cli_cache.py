@@ -11,31 +11,32 @@ from typing import Any
 import click
 
 from . import cache as ops
-from .store import DEFAULT_STORE, Store, StoreError, open_store
+from .cli_options import resolve_locations, store_options
+from .store import Store, StoreError, StoreMissing, open_store
+from .urls import BadLocation, printable
 
-STORE_HELP = f"Store URL: a directory, file:///dir or s3://bucket/prefix [default: {DEFAULT_STORE}]"
-
-
-def _store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
-                      help="Endpoint of an S3-compatible server (MinIO, Ceph RGW, ...).")(fn)
-    fn = click.option("--store", "store_url", envvar="REELFARM_STORE", help=STORE_HELP)(fn)
-    return fn
+_store_options = store_options
 
 
 def _with_store(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Open the store from --store/--s3-endpoint; a store error is one line and exit 2."""
+    """Open the existing store from --store/--s3-endpoint (a cache command never creates one);
+    a store error is one line and exit 2."""
 
     @functools.wraps(fn)
     def wrapper(store_url: str | None, s3_endpoint: str | None, **kw: Any) -> Any:
         try:
-            store = open_store(store_url, s3_endpoint=s3_endpoint)
+            store_url, s3_endpoint = resolve_locations(store_url, s3_endpoint)
+            store = open_store(store_url, s3_endpoint=s3_endpoint, create=False)
             try:
                 return fn(store, **kw)
             finally:
                 store.close()
-        except StoreError as e:
-            click.echo(f"error: {e}", err=True)
+        except StoreMissing as e:
+            click.echo(f"error: {e} (check --store or $REELFARM_STORE; `reelfarm render` "
+                       "creates a store)", err=True)
+            sys.exit(2)
+        except (StoreError, BadLocation) as e:
+            click.echo(f"error: {printable(e)}", err=True)
             sys.exit(2)
 
     return wrapper
@@ -63,7 +64,8 @@ def cache() -> None:
       reelfarm cache verify --repair
       reelfarm cache gc --keep-runs 3            # dry run: what would go
       reelfarm cache gc --keep-runs 3 --apply
-      reelfarm cache salt batch-2                # disown every record made so far
+      reelfarm cache salt batch-2                # what a new salt would disown
+      reelfarm cache salt batch-2 --yes          # disown every record made so far
     """
 
 
@@ -184,13 +186,17 @@ def gc(store: Store, keep_runs: int, grace: str, apply_: bool, as_json: bool) ->
 @cache.command()
 @click.argument("new", required=False)
 @_store_options
+@click.option("--yes", is_flag=True, help="Set the new salt (without it: only say what it would "
+              "disown, and exit 1).")
 @_with_store
-def salt(store: Store, new: str | None) -> None:
+def salt(store: Store, new: str | None, yes: bool) -> None:
     """Show the store's salt, or set it to NEW.
 
     The salt is part of every render key: setting a new one disowns every record made under
     the old salt, so the next plan shows every task to render (use it to throw away a bad
-    batch without deleting anything; `cache gc` reclaims the space later).
+    batch without deleting anything; `cache gc` reclaims the space later). It changes the
+    whole store at once, so without --yes nothing changes: the command says how many records
+    and stories the new salt would disown and exits 1.
     """
     old = store.salt
     if new is None:
@@ -199,6 +205,14 @@ def salt(store: Store, new: str | None) -> None:
     if new == old:
         click.echo(f"salt is already {new!r}; nothing changed", err=True)
         return
+    if not yes:
+        records = sum(1 for _ in store.iter_action_keys())
+        stories = sorted({p.split("/")[1] for p in store.list_docs("runs/") if p.count("/") >= 2})
+        click.echo(f"salt {old!r} -> {new!r} would disown all {records} records in "
+                   f"{store.url} (stories: {', '.join(stories) or 'none'}); every task of "
+                   "every story would render again. Nothing changed: add --yes to set it.",
+                   err=True)
+        sys.exit(1)
     store.set_salt(new)
     click.echo(f"salt {old!r} -> {new!r}: every record made under the old salt is disowned; "
                "the next render renders everything", err=True)

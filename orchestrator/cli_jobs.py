@@ -60,8 +60,9 @@ def _job_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--out", "out", metavar="DIR|s3://...",
               help="Where the job writes masters, branches.json and report.json "
                    "[default: $REELFARM_OUT/<story>/].")
-@click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
-              help="Endpoint of an S3-compatible server, passed to the job's render.")
+@click.option("--s3-endpoint", metavar="URL",
+              help="Endpoint of an S3-compatible server, passed to the job's render "
+                   "[default: $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL].")
 @click.option("--resubmit", is_flag=True,
               help="Run again a submission that failed, was stopped or succeeded.")
 @click.option("--wait", "wait", is_flag=True,

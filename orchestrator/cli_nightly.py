@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from .cli import _fail, _guard, _store_options, main
+from .cli import _fail, _guard, _store_options, check_out, main, open_writable_store
+from .cli_options import SECONDS, resolve_locations
 from .nightly import (
     INVALID,
     SKIPPED,
@@ -18,6 +19,7 @@ from .nightly import (
     run_nightly,
 )
 from .schedule import SchedulerOptions
+from .urls import canonical_location, printable
 
 
 @main.command()
@@ -31,7 +33,7 @@ from .schedule import SchedulerOptions
 @click.option("--retries", default=2, show_default=True, type=click.IntRange(0, 20),
               help="Retries of a failing task before it is marked failed.")
 @click.option("--max-workers", type=click.IntRange(1), help="Cap on renderer actors.")
-@click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--task-timeout", type=SECONDS, metavar="SECONDS",
               help="Kill and replace an actor whose render runs longer than this. Default: 20 "
                    "times the shot's estimate, and at least 15 minutes.")
 @click.option("--include", multiple=True, metavar="GLOB",
@@ -67,6 +69,11 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
           --out s3://studio-renders/out
       reelfarm nightly stories/ --out renders/ --exclude 'drafts/*' --dry-run
     """
+    store_url, s3_endpoint = resolve_locations(store_url, s3_endpoint, prefix, out)
+    out = canonical_location(out)
+    if not dry_run:  # a dry run writes nothing and creates no store
+        check_out(out, s3_endpoint)
+        open_writable_store(store_url, s3_endpoint).close()
     opts = NightlyOptions(
         store=store_url,
         out=out,
@@ -83,7 +90,7 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
         return
 
     def on_story(s: StoryOutcome) -> None:
-        click.echo(f"{s.story or s.source}: {_what(s)}", err=True)
+        click.echo(printable(f"{s.story or s.source}: {_what(s)}"), err=True)
 
     try:
         result = run_nightly(prefix, opts, on_story=on_story)
@@ -93,7 +100,7 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
     _print_table(result.stories)
     for s in result.stories:
         for p in s.problems:
-            click.echo(f"{s.status} {s.story or s.source}: {p}", err=True)
+            click.echo(printable(f"{s.status} {s.story or s.source}: {p}"), err=True)
     doc = result.document()
     t = doc["totals"]
     click.echo(
@@ -151,6 +158,7 @@ def _what(s: StoryOutcome) -> str:
 
 def _print_table(stories: list[StoryOutcome]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -161,5 +169,5 @@ def _print_table(stories: list[StoryOutcome]) -> None:
     for s in stories:
         table.add_row(s.story or "-", s.status, str(s.rendered), str(s.cached),
                       str(s.failed + s.blocked), str(s.masters), str(s.masters_assembled),
-                      f"{s.seconds:.1f}", s.source)
+                      f"{s.seconds:.1f}", escape(printable(s.source)))
     Console(width=200, soft_wrap=True).print(table)

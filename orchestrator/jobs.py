@@ -53,7 +53,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .errors import ManifestInvalid, Problem
 from .render import new_run_id
-from .urls import redact_url
+from .urls import BadLocation, redact_url, without_userinfo
+from .urls import s3_endpoint as resolve_s3_endpoint
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
@@ -178,7 +179,9 @@ class _Meta:
     run_id: str = ""
 
     def to_metadata(self) -> dict[str, str]:
-        return {_META + k: v for k, v in asdict(self).items()}
+        md = {_META + k: v for k, v in asdict(self).items()}
+        md[_META + "s3_endpoint"] = without_userinfo(self.s3_endpoint)  # never a credential
+        return md
 
     @classmethod
     def from_metadata(cls, md: dict[str, str] | None) -> _Meta | None:
@@ -484,6 +487,17 @@ def _check_extra(extra_args: Sequence[str]) -> tuple[str, ...]:
     return extra
 
 
+def _s3_endpoint(flag: str | None, *locations: str) -> str | None:
+    """Flag, ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, without user info; ``None`` when no
+    location is in S3."""
+    if not any(loc.startswith("s3://") for loc in locations):
+        return None
+    try:
+        return resolve_s3_endpoint(flag)
+    except BadLocation as e:
+        raise JobError(str(e)) from None
+
+
 def submit(manifest_path_or_url: str, *, address: str | None = None, store: str | None = None,
            out: str | None = None, s3_endpoint: str | None = None,
            extra_args: Sequence[str] = (), resubmit: bool = False) -> JobInfo:
@@ -491,24 +505,26 @@ def submit(manifest_path_or_url: str, *, address: str | None = None, store: str 
 
     ``store`` defaults to ``REELFARM_STORE``; ``out`` to ``REELFARM_OUT`` + ``<story>/``. Both
     are read and written by the cluster: use ``s3://`` URLs, or paths the cluster shares.
-    ``s3_endpoint`` (default ``AWS_ENDPOINT_URL``) reads an ``s3://`` manifest and is passed to
-    the job when the store or out is in S3. ``extra_args`` are more ``reelfarm render`` options
+    ``s3_endpoint`` (default ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``; user info
+    dropped) reads an ``s3://`` manifest and is passed to the job when the store or out is in
+    S3. ``extra_args`` are more ``reelfarm render`` options
     (``["--retries", "4"]``), each passed as one quoted argument.
 
     Returns the new job, or the existing one (``existing=True``) when the same submission is
     pending, running or succeeded. Raises :class:`JobExists` when it failed or was stopped,
     unless ``resubmit`` (then the old job record is replaced by a new run).
     """
-    s3_endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
+    flag = s3_endpoint
     extra = _check_extra(extra_args)
-    data, story = _read_manifest(manifest_path_or_url, s3_endpoint)
+    data, story = _read_manifest(manifest_path_or_url,
+                                 _s3_endpoint(flag, manifest_path_or_url))
     name = story.metadata.name
     store_url = _location(store or os.environ.get("REELFARM_STORE"), "store")
     if not out and os.environ.get("REELFARM_OUT"):
         out = os.environ["REELFARM_OUT"].rstrip("/") + f"/{name}/"
     out_url = _location(out, "out")
-    if not any(u.startswith("s3://") for u in (store_url, out_url)):
-        s3_endpoint = None  # read the manifest with it; the job itself has no use for it
+    # the job gets an endpoint only when its store or out is in S3
+    s3_endpoint = _s3_endpoint(flag, store_url, out_url)
     job_id = submission_id(name, data, store=store_url, out=out_url, s3_endpoint=s3_endpoint,
                            extra_args=extra)
     client = _Client(address)

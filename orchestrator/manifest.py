@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 API_VERSION = "reelfarm/v1"
@@ -23,6 +30,7 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 StoryName = Annotated[str, Field(pattern=STORY_NAME_PATTERN)]
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
+ResourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")]
 
 
 class Model(BaseModel):
@@ -40,9 +48,9 @@ class Profile(Model):
     """The one intermediate spec every clip of the story is encoded to."""
 
     # Multiples of 8 (H.264 chroma, VAE latents); a backend may ask more (LTX: 32) in its check.
-    width: int = Field(640, ge=64, le=4096, multiple_of=8)
-    height: int = Field(360, ge=64, le=4096, multiple_of=8)
-    fps: int = Field(24, ge=1, le=120)
+    width: int = Field(640, strict=True, ge=64, le=4096, multiple_of=8)
+    height: int = Field(360, strict=True, ge=64, le=4096, multiple_of=8)
+    fps: int = Field(24, strict=True, ge=1, le=120)
 
 
 Dtype = Literal["bfloat16", "float16", "float32"]
@@ -72,20 +80,22 @@ class RendererSpec(Model):
         pattern=r"^[a-z][a-z0-9_-]{0,31}$",
         description="diffusers: pipeline family (ltx, wan, svd); read from the model when omitted",
     )
-    steps: int | None = Field(None, ge=1, le=1000)
-    guidance: float | None = Field(None, ge=0.0, le=100.0)
+    steps: int | None = Field(None, strict=True, ge=1, le=1000)
+    guidance: float | None = Field(None, strict=True, ge=0.0, le=100.0)
     negative_prompt: str | None = Field(None, max_length=4000)
     dtype: Dtype | None = Field(
         None, description="diffusers: default bfloat16 on GPU, float32 on CPU"
     )
     offload: Offload | None = Field(None, description="diffusers: none | model | sequential")
     vae_tiling: bool | None = None
-    gpus: float | None = Field(None, ge=0, le=64, description="GPUs one render needs")
-    gpu_memory_gb: float | None = Field(
-        None, gt=0, le=4096, description="GPU memory one render needs, in GB"
+    gpus: float | None = Field(
+        None, strict=True, ge=0, le=64, description="GPUs one render needs"
     )
-    resources: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")], float] | None = (
-        Field(None, description="Custom Ray resources one render needs, e.g. a GPU type")
+    gpu_memory_gb: float | None = Field(
+        None, strict=True, gt=0, le=4096, description="GPU memory one render needs, in GB"
+    )
+    resources: dict[ResourceName, StrictFloat] | None = Field(
+        None, description="Custom Ray resources one render needs, e.g. a GPU type"
     )
 
     def merged_over(self, base: RendererSpec) -> RendererSpec:
@@ -101,7 +111,7 @@ class Choice(Model):
         next: Id
 
     prompt: str = Field("", max_length=1000)
-    default: int = Field(0, ge=0)
+    default: int = Field(0, strict=True, ge=0)
     options: list[Option] = Field(min_length=1, max_length=64)
 
     @field_validator("options")
@@ -133,11 +143,13 @@ class Choice(Model):
 class Shot(Model):
     id: Id
     prompt: str = Field(min_length=1, max_length=4000)
-    duration: float = Field(gt=0, le=600, description="Seconds; frames = round(duration * fps)")
+    duration: float = Field(
+        strict=True, gt=0, le=600, description="Seconds; frames = round(duration * fps)"
+    )
     continuity: Literal["cut", "previous"] = Field(
         "cut", description="previous: condition on the previous shot's last frame"
     )
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(None, strict=True, ge=0, le=2**63 - 1)
     renderer: RendererSpec = Field(default_factory=RendererSpec)
 
 
@@ -204,7 +216,7 @@ Masters = Literal["all", "endings"] | list[Annotated[list[Id], Field(min_length=
 class StorySpec(Model):
     profile: Profile = Field(default_factory=Profile)
     renderer: RendererSpec = Field(default_factory=RendererSpec)
-    seed: int = Field(0, ge=0, le=2**63 - 1)
+    seed: int = Field(0, strict=True, ge=0, le=2**63 - 1)
     start: Id
     masters: Masters = "all"
     segments: list[Segment] = Field(min_length=1, max_length=10000)

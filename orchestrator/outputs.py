@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from .store import BlobRef, Store, sha256_file
+from .store import BlobRef, Store, StoreError, sha256_file
+from .store.files import check_dir_writable, write_atomic
+from .urls import BadLocation, local_path, redact_url
 
 
 class Output(ABC):
@@ -39,6 +40,10 @@ class Output(ABC):
     def remove(self, rel: str) -> None:
         """Remove a published file (missing is fine)."""
 
+    def check_writable(self) -> None:  # noqa: B027 - a hook; S3 permissions show on first write
+        """Raise :class:`StoreError` when the location certainly cannot be written, before any
+        work is done for it."""
+
 
 def _check_rel(rel: str) -> str:
     parts = rel.split("/")
@@ -49,17 +54,19 @@ def _check_rel(rel: str) -> str:
 
 class LocalOutput(Output):
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser()
+        self.root = Path(os.path.abspath(Path(root).expanduser()))
         self.url = str(self.root)
 
     def put_json(self, rel: str, doc: Any) -> None:
-        dest = self.root / _check_rel(rel)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, dest)
+        data = (json.dumps(doc, indent=2) + "\n").encode()
+        write_atomic(self.root / _check_rel(rel), lambda f: f.write(data))
+
+    def check_writable(self) -> None:
+        """The directory exists or can be made, and a file can be created in it."""
+        try:
+            check_dir_writable(self.root, "--out")
+        except ValueError as e:
+            raise StoreError(str(e)) from None
 
     def put_blob(self, rel: str, store: Store, ref: BlobRef) -> None:
         dest = self.root / _check_rel(rel)
@@ -98,6 +105,10 @@ def open_output(url: str, *, s3_endpoint: str | None = None) -> Output:
         from .store.s3_objects import S3Output
 
         return S3Output(url, endpoint_url=s3_endpoint)
-    if url.startswith("file://"):
-        url = url[len("file://"):]
-    return LocalOutput(url)
+    if "://" in url and not url.startswith("file://"):
+        raise StoreError(f"unsupported output location {redact_url(url)!r}: "
+                         "use a directory, file:// or s3://")
+    try:
+        return LocalOutput(local_path(url))
+    except BadLocation as e:
+        raise StoreError(str(e)) from None

@@ -288,7 +288,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     shots or masters failed, or the store or ``--out`` failed while publishing), ``interrupted``
     (SIGINT/SIGTERM) or ``error`` (an exception, raised again)."""
     store = open_store(opts.store, s3_endpoint=opts.s3_endpoint)
-    store_url = opts.store or store.url
+    store_url = store.url  # canonical: an absolute path or the s3:// URL, same on every node
     plan = plan_story(story, store)
     check_force(plan, opts.force)
     out = open_output(opts.out or f"./renders/{plan.story}", s3_endpoint=opts.s3_endpoint)

@@ -120,7 +120,7 @@ def test_salt_disowns_every_record(ray_cluster, request, tmp_path: Path, kind: s
     assert before["tasks"]["to_render"] == 0
 
     assert run_cli("cache", "salt", "--store", store)[1] == "\n"
-    code, _, stderr = run_cli("cache", "salt", "batch-2", "--store", store)
+    code, _, stderr = run_cli("cache", "salt", "batch-2", "--store", store, "--yes")
     assert code == 0 and "disowned" in stderr
     assert run_cli("cache", "salt", "--store", store)[1] == "batch-2\n"
 

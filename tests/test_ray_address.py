@@ -137,14 +137,3 @@ def test_an_explicit_address_wins_over_ray_address(tiny, tmp_path):
                  cwd=tmp_path, timeout=120)
     assert r.returncode == 2
     assert r.stderr.startswith(f"error: no Ray cluster answers at 127.0.0.1:{port}"), r.stderr
-
-
-def test_redact_url():
-    from orchestrator.urls import redact_url
-
-    assert redact_url("http://admin:secret@head:8265/api?x=1") == "http://head:8265/api?x=1"
-    assert redact_url("https://admin@head") == "https://head"
-    assert redact_url("user:secret@minio:9000") == "minio:9000"
-    assert redact_url("ray://u:p@head:10001") == "ray://head:10001"
-    assert redact_url("http://head:8265/a@b") == "http://head:8265/a@b"
-    assert redact_url("head:6379") == "head:6379"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -24,16 +22,44 @@ from .base import (
     sha256_bytes,
     sha256_file,
 )
+from .files import TMP_PREFIX, check_dir_writable, write_atomic
+
+
+class StoreMissing(StoreError):
+    """A read-only command named a store that does not exist (nothing is created for it)."""
 
 
 class LocalStore(Store):
-    def __init__(self, root: str | Path, url: str | None = None) -> None:
+    """A store in the directory ``root``.
+
+    ``create=True`` makes the directory when it is missing (``created`` then says so);
+    ``create=False`` (read-only commands) raises :class:`StoreMissing` instead."""
+
+    def __init__(self, root: str | Path, url: str | None = None, *, create: bool = True) -> None:
         self.root = Path(root).expanduser().resolve()
-        self.url = url or str(self.root)
+        self.url = str(self.root)  # absolute: the same store for every process and node
+        self.created = False
+        if self.root.is_dir():
+            return
+        if self.root.exists():
+            raise StoreError(f"store {self.root} is not a directory")
+        if not create:
+            raise StoreMissing(f"store {self.root} does not exist")
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True)
+        except FileExistsError:
+            return  # made by a concurrent process
         except OSError as e:
             raise StoreError(f"cannot create store directory {self.root}: {e.strerror}") from None
+        self.created = True
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreError` when a file cannot be created in the store (a read-only
+        mount, no permission): a render refuses such a store before it renders anything."""
+        try:
+            check_dir_writable(self.root, "store")
+        except ValueError as e:
+            raise StoreError(str(e)) from None
 
     # -- helpers ---------------------------------------------------------------------------
     def _abs(self, rel: str) -> Path:
@@ -43,17 +69,7 @@ class LocalStore(Store):
         return p
 
     def _write_atomic(self, dest: Path, write) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(dest, write)
 
     def _blob_ok(self, dest: Path, digest: str) -> bool:
         """An existing blob counts only if its bytes are right (a corrupt one is replaced)."""
@@ -182,7 +198,7 @@ class LocalStore(Store):
             return []
         out = []
         for p in base.rglob("*"):
-            if p.is_file() and not p.name.startswith(".tmp-"):
+            if p.is_file() and not p.name.startswith(TMP_PREFIX):
                 out.append(p.relative_to(self.root).as_posix())
         return sorted(out)
 

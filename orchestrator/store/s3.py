@@ -60,7 +60,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -69,6 +68,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from ..urls import redact_url
 from .base import (
     CHUNK,
     SHA256_RE,
@@ -82,6 +82,7 @@ from .base import (
     blob_path,
     sha256_file,
 )
+from .files import write_atomic
 
 log = logging.getLogger("reelfarm.store.s3")
 
@@ -163,7 +164,9 @@ def _safe_url(url: str | None) -> str:
         return "AWS"
     try:
         p = urlsplit(url)
-        netloc = p.hostname or ""
+        if not p.hostname:  # no scheme: "user:secret@host:9000" parses as scheme "user"
+            return redact_url(url).partition("?")[0].partition("#")[0]
+        netloc = p.hostname
         if p.port:
             netloc = f"{netloc}:{p.port}"
         return urlunsplit((p.scheme, netloc, p.path, "", ""))
@@ -835,26 +838,16 @@ class S3Store(Store):
 
     def get_file(self, digest: str, dest: str | Path) -> None:
         blob_path(digest)  # validate before touching the file system
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-        f = os.fdopen(fd, "wb")
-        try:
 
-            def sink_open() -> Any:
+        def write(f: Any) -> None:
+            def sink_open() -> Any:  # each attempt starts the file again
                 f.seek(0)
                 f.truncate()
                 return f
 
             self._stream(digest, sink_open)
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-            os.replace(tmp, dest)
-        except BaseException:
-            f.close()
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        write_atomic(dest, write)
 
     def has_blobs(self, refs: Iterable[BlobRef]) -> dict[str, bool]:
         unique = {self.key_for(blob_path(r.sha256)): r for r in refs}
