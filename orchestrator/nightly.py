@@ -44,8 +44,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .outputs import LocalOutput, Output, open_output
 from .expand import expand
+from .outputs import LocalOutput, Output, open_output
 from .render import RenderOptions, new_run_id, plan_story, render_story
 from .schedule import Scheduler, SchedulerOptions
 from .store import BlobRef, Store, open_store, sha256_file

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .manifest import Profile, RendererSpec
 
-
 #: Default bound on one render (see :attr:`RenderTask.time_limit`).
 TIMEOUT_FLOOR_S = 900.0
 TIMEOUT_FACTOR = 20.0

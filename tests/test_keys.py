@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import copy
+import json
+import unicodedata
 
+import pytest
 from backends_for_tests import SleepBackend, use
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from storybuild import story_dict
 
 from orchestrator.expand import expand
-import json
-import unicodedata
-
-import pytest
-
 from orchestrator.keys import KEY_SCHEMA, canonical_json, derive_seed, render_key
 from orchestrator.manifest import Story
 
