@@ -110,6 +110,7 @@ def play(file: str, out: str | None, host: str, port: int, s3_endpoint: str | No
     except OSError as e:
         _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
     click.echo(url)
+    sys.stdout.flush()  # the URL is for whoever reads this pipe now, not at exit
     click.echo("serving until Ctrl-C", err=True)
     try:
         while True:
