@@ -18,7 +18,7 @@ from orchestrator.delivery.storymap import schema_text
 SCHEMA = ROOT / "manifests" / "story-map.schema.json"
 
 
-def package_json(story: Path, store: Path, out: Path, *extra: str) -> dict:
+def package_json(story: Path, store: Path, out: Path | str, *extra: str) -> dict:
     code, stdout, stderr = run_cli("package", str(story), "--store", str(store), "--out",
                                    str(out), "--json", *extra)
     assert code == 0, stderr
@@ -319,3 +319,33 @@ def test_a_reconverging_branch_of_unequal_length_gets_one_discontinuity(ray_clus
         assert jumps == (1 if "boat" in b["segments"] else 0), b["name"]
         hls = framemd5(["-i", str(out / "hls" / f"{b['name']}.m3u8")])
         assert hls == framemd5(["-i", str(out / b["master"]["path"])])
+
+
+# -- a package in S3 ------------------------------------------------------------------------
+
+
+@pytest.mark.s3
+def test_package_to_s3_has_the_content_types_a_static_host_needs(lighthouse, s3_url, s3_client):
+    from orchestrator.store.s3 import parse_s3_url
+
+    doc = package_json(LIGHTHOUSE, lighthouse["store"], s3_url)
+    assert doc["packaged"] == 0  # packaged already by the render: only published here
+    bucket, prefix = parse_s3_url(s3_url)
+    story = lighthouse["story"]
+    want = {
+        "index.html": "text/html; charset=utf-8",
+        "player.js": "text/javascript; charset=utf-8",
+        "story.json": "application/json",
+        "hls/index.m3u8": "application/vnd.apple.mpegurl",
+        story["shots"]["oars"]["init"]: "video/mp4",
+        story["shots"]["oars"]["media"][0]["uri"]: "video/iso.segment",
+    }
+    for rel, ctype in want.items():
+        obj = s3_client.get_object(Bucket=bucket, Key=f"{prefix}{rel}")
+        assert obj["ContentType"] == ctype, rel
+        body = obj["Body"].read()
+        if rel.startswith("media/"):
+            assert body == (lighthouse["out"] / rel).read_bytes()
+    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}media/")
+    assert sorted(o["Key"].rsplit("/", 1)[1] for o in listed["Contents"]) == sorted(
+        p.name for p in (lighthouse["out"] / "media").iterdir())

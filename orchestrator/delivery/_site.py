@@ -101,7 +101,7 @@ class PackageResult:
 
 def package_story(story: Story, store: Store, out_url: str, *,
                   segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
-                  s3_endpoint: str | None = None) -> PackageResult:
+                  s3_endpoint: str | None = None, workers: int = 4) -> PackageResult:
     """Package every shot of ``story`` (those already packaged are reused) and publish the site.
 
     Raises :class:`~._package.NotRendered` when shots have no clip in the store,
@@ -113,7 +113,7 @@ def package_story(story: Story, store: Store, out_url: str, *,
     plan = expand(story, salt=store.salt)
     seg_frames = segment_frames(plan, segment_seconds)
     clips = clip_refs(plan, store)
-    pkgs = package_tasks(story, plan, store, clips, seg_frames)
+    pkgs = package_tasks(story, plan, store, clips, seg_frames, workers=workers)
     spec = encode_spec(plan.profile)
     fps, timescale = spec["fps"], spec["timescale"]
     inits = {p.init.sha256: p.init for p in pkgs.values()}

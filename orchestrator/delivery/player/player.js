@@ -56,6 +56,7 @@
   let ended = false;
 
   class PlayerError extends Error {}
+  class QuotaError extends Error {}
 
   // -- loading ----------------------------------------------------------------------------------
 
@@ -82,9 +83,34 @@
         sb.appendBuffer(buf);
       } catch (e) {
         off();
-        reject(new PlayerError(`a media segment could not be added (${e.name})`));
+        reject(e && e.name === "QuotaExceededError" ? new QuotaError() : new PlayerError(`a media segment could not be added (${e.name})`));
       }
     });
+  }
+
+  // Played media more than KEEP_BEHIND seconds back leaves the buffer, so a long story stays
+  // within the browser's SourceBuffer quota (restart and back re-append what they replay).
+  const KEEP_BEHIND = 30;
+
+  function removeRange(from, to) {
+    return new Promise((resolve) => {
+      sb.addEventListener("updateend", resolve, { once: true });
+      sb.remove(from, to);
+    });
+  }
+
+  async function appendWithRoom(buf) {
+    const behind = video.currentTime - KEEP_BEHIND;
+    if (sb.buffered.length && sb.buffered.start(0) < behind - 1) await removeRange(0, behind);
+    try {
+      await append(buf);
+    } catch (e) {
+      if (!(e instanceof QuotaError)) throw e;
+      const keep = video.currentTime - 1;
+      if (!(sb.buffered.length && sb.buffered.start(0) < keep)) throw new PlayerError("the browser has no room for more video");
+      await removeRange(0, keep);
+      await append(buf);
+    }
   }
 
   function removeFrom(t) {
@@ -142,7 +168,7 @@
         for (const m of s.media) {
           const buf = await fetchBytes(m.uri);
           if (gen !== generation) return;
-          await append(buf);
+          await appendWithRoom(buf);
           if (gen !== generation) return;
           if (first) { first = false; if (onFirstAppended) onFirstAppended(); }
         }
@@ -331,7 +357,6 @@
     api.path = [];
     renderPath();
     if (placed.length) await resetTo(0);
-    currentInit = currentInit; // the init stays valid: the codec does not change
     api.state = "playing";
     place(story.start, null);
     video.currentTime = 0;
