@@ -107,11 +107,10 @@ def measure_packaging(story, pristine: Path, work: Path, workers: int, repeat: i
         clips = _package.clip_refs(plan, store)
         # assembling every master, stream copy, clips read in place from the local store
         t0 = time.perf_counter()
+        jobs = [([store_dir / blob_path(clips[t].sha256) for t in b.tasks],
+                 work / f"masters-{i}" / f"{b.name}.mp4") for b in plan.branches]
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(
-                lambda b: concat_clips([store_dir / blob_path(clips[t].sha256) for t in b.tasks],
-                                       work / f"masters-{i}" / f"{b.name}.mp4", plan.profile),
-                plan.branches))
+            list(pool.map(lambda job: concat_clips(job[0], job[1], story.spec.profile), jobs))
         asm_s.append(time.perf_counter() - t0)
         # packaging every shot (nothing packaged yet) and publishing the site
         t0 = time.perf_counter()
@@ -140,7 +139,8 @@ def measure_player(site: Path, plays: int, seed: int) -> dict[str, Any]:
                   window.__stalls = 0;
                   document.addEventListener('DOMContentLoaded', () => {
                     const v = document.getElementById('video');
-                    v.addEventListener('waiting', () => { if (v.currentTime > 0) window.__stalls++; });
+                    v.addEventListener('waiting',
+                                       () => { if (v.currentTime > 0) window.__stalls++; });
                   });""")
                 page.goto(url)
                 taken = []

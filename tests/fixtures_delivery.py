@@ -14,6 +14,9 @@ from click.testing import CliRunner
 
 from orchestrator.cli import main
 
+# the fixtures conftest.py takes from here; tests import the helpers by name
+__all__ = ["lighthouse", "artifacts", "browser", "serve"]
+
 ROOT = Path(__file__).resolve().parent.parent
 LIGHTHOUSE = ROOT / "manifests" / "lighthouse.yaml"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from fixtures_delivery import LIGHTHOUSE, ROOT, framemd5, lighthouse, run_cli  # noqa: F401
+from fixtures_delivery import LIGHTHOUSE, ROOT, framemd5, run_cli
 
 from orchestrator.delivery import _fmp4
 from orchestrator.delivery.storymap import schema_text
@@ -38,7 +38,7 @@ def test_render_package_writes_a_static_site(lighthouse):
 
 def test_story_map_schema_is_committed_and_story_json_follows_it(lighthouse):
     assert SCHEMA.read_text() == schema_text(), (
-        "regenerate with: python -m orchestrator.delivery.storymap > manifests/story-map.schema.json")
+        "regenerate: python -m orchestrator.delivery.storymap > manifests/story-map.schema.json")
     jsonschema.validate(lighthouse["story"], json.loads(SCHEMA.read_text()))
 
 

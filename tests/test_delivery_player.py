@@ -16,14 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fixtures_delivery import (  # noqa: F401
-    LIGHTHOUSE,
-    artifacts,
-    browser,
-    copy_package,
-    lighthouse,
-    serve,
-)
+from fixtures_delivery import LIGHTHOUSE, copy_package
 
 REELFARM = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
 MAX_GAP = 0.150  # seconds on the media timeline
@@ -113,7 +106,7 @@ def test_each_option_chosen_plays_its_shots_in_order(lighthouse, browser, serve,
     story = lighthouse["story"]
     want = expected_path(story, choices)
     page, errors = open_player(browser, serve(lighthouse["out"]))
-    for k, opt in enumerate(choices):
+    for opt in choices:
         page.wait_for_selector("#choice:not([hidden])", timeout=30_000)
         label = page.locator(f"#choice-options button[data-option='{opt}']").get_attribute(
             "aria-label")
@@ -205,6 +198,26 @@ def test_back_to_last_choice_replays_it(lighthouse, browser, serve, artifacts):
     assert [e["segment"] for e in state["events"] if e["type"] == "end"] == ["dawn", "storm"]
     assert state["events"][-2]["shot"] == "wreck"
     check_timeline(state, expected_path(story, [0, 1]), story["video"]["fps"], rewound=True)
+    # restart plays the story again from its first shot, with an empty path
+    before = len(state["events"])
+    page.get_by_role("button", name="Restart").click()
+    page.wait_for_selector("#choice:not([hidden])", timeout=30_000)
+    assert page.locator("#path li").count() == 0
+    again = page.evaluate("reelfarmPlayer.events").copy()[before:]
+    assert (again[0]["type"], again[0]["shot"], again[0]["t"]) == ("shot", "dock-wide", 0)
+    assert page.evaluate("reelfarmPlayer.path") == []
+    page.close()
+
+
+def test_an_unreadable_story_map_shows_a_clear_message(lighthouse, browser, serve, tmp_path):
+    pkg = copy_package(lighthouse["out"], tmp_path / "pkg")
+    (pkg / "story.json").write_text("{ not json")
+    page, _ = open_player(browser, serve(pkg))
+    assert page.evaluate("reelfarmPlayer.state") == "error"
+    alert = page.get_by_role("alert")
+    assert alert.is_visible()
+    assert alert.inner_text().startswith(
+        "Sorry, this part of the story cannot be played: story.json could not be read")
     page.close()
 
 

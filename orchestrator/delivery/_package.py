@@ -24,8 +24,8 @@ from pathlib import Path
 from ..keys import digest
 from ..manifest import Story
 from ..plan import RenderPlan
-from ..storygraph import topological_order
 from ..store import ActionRecord, BlobRef, Store
+from ..storygraph import topological_order
 from . import _fmp4
 
 PACKAGE_SCHEMA = "reelfarm-cmaf/1"

@@ -1,7 +1,8 @@
 """The story map, ``story.json``: everything the branching player needs, and nothing else.
 
 The document is versioned (``version``) and its JSON Schema is committed as
-``manifests/story-map.schema.json`` (regenerate it with ``python -m orchestrator.delivery.storymap``).
+``manifests/story-map.schema.json`` (regenerate it with
+``python -m orchestrator.delivery.storymap``).
 
 * ``shots``: every render task (a shot, or one continuity variant of it) by task id, with its
   duration, the decode time of its first frame and its init and media segment URIs;
