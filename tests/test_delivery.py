@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -319,6 +320,13 @@ def test_a_reconverging_branch_of_unequal_length_gets_one_discontinuity(ray_clus
         assert jumps == (1 if "boat" in b["segments"] else 0), b["name"]
         hls = framemd5(["-i", str(out / "hls" / f"{b['name']}.m3u8")])
         assert hls == framemd5(["-i", str(out / b["master"]["path"])])
+        if jumps:  # and a plain `ffmpeg -i playlist out.mp4` neither drops nor repeats frames
+            from actors.media import ffmpeg_exe, probe
+
+            dest = tmp_path / f"{b['name']}.mp4"
+            subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i",
+                            str(out / "hls" / f"{b['name']}.m3u8"), str(dest)], check=True)
+            assert probe(dest).frames == b["master"]["frames"]
 
 
 # -- a package in S3 ------------------------------------------------------------------------
