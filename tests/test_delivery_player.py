@@ -310,3 +310,24 @@ def test_play_refuses_a_public_address(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "error: the player server binds a loopback address only, not '0.0.0.0'")
+
+
+def test_after_a_missing_segment_the_viewer_can_go_back_and_choose_again(
+        lighthouse, browser, serve, tmp_path):
+    story = lighthouse["story"]
+    _break(lighthouse["out"], tmp_path / "pkg", story, "oars", "missing")
+    page, _ = open_player(browser, serve(tmp_path / "pkg"))
+    page.wait_for_selector("#choice:not([hidden])", timeout=30_000)
+    page.keyboard.press("2")  # take the boat: its segment is missing
+    page.get_by_role("alert").wait_for(state="visible", timeout=30_000)
+    page.get_by_role("button", name="Back to last choice").click()
+    page.wait_for_selector("#choice:not([hidden])", timeout=30_000)
+    assert page.get_by_role("alert").is_hidden()
+    page.keyboard.press("1")  # climb the tower instead
+    page.wait_for_function(DONE, timeout=60_000)
+    state = page.evaluate(STATE)
+    assert state["state"] == "ended", state["error"]
+    assert state["path"] == ["Climb the tower", "Let it go dark"]
+    assert [e["shot"] for e in state["events"] if e["type"] == "shot"][-3:] == [
+        "stairs", "lamp-room", "wreck"]
+    page.close()

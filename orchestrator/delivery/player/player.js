@@ -230,6 +230,7 @@
     ui.bar.style.transition = `transform ${Math.max(0, t.close - video.currentTime)}s linear`;
     ui.bar.style.transform = "scaleX(0)";
     ui.choice.hidden = false;
+    updateControls();
     ui.status.textContent = `${ui.prompt.textContent} ${c.options.map((o, i) => `${i + 1}: ${o.label}`).join(", ")}`;
     const def = ui.options.children[c.default];
     if (def) def.focus({ preventScroll: true });
@@ -350,8 +351,17 @@
     return entry;
   }
 
+  // After a decode error the MediaSource is closed for good: start over with a fresh page.
+  function unrecoverable() {
+    if (api.state === "error" && mediaSource && mediaSource.readyState === "closed") {
+      window.location.reload();
+      return true;
+    }
+    return false;
+  }
+
   async function restart() {
-    if (!story) return;
+    if (!story || unrecoverable()) return;
     hideMessage();
     choicesMade = [];
     api.path = [];
@@ -364,7 +374,8 @@
   }
 
   async function backToLastChoice() {
-    if (!story) return;
+    if (!story || unrecoverable()) return;
+    hideMessage();
     let target;
     if (pending && pending.opened && !pending.decided) {
       target = choicesMade.length ? choicesMade[choicesMade.length - 1].placedIndex : pending.index;
