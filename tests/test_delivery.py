@@ -357,3 +357,20 @@ def test_package_to_s3_has_the_content_types_a_static_host_needs(lighthouse, s3_
     listed = s3_client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}media/")
     assert sorted(o["Key"].rsplit("/", 1)[1] for o in listed["Contents"]) == sorted(
         p.name for p in (lighthouse["out"] / "media").iterdir())
+
+
+def test_render_package_does_not_package_a_render_with_failed_shots(ray_cluster, tmp_path):
+    from backends_for_tests import SleepBackend, use
+
+    use(SleepBackend("sleep-fail-delivery", fail_shots=frozenset({"oars"})))
+    data = yaml.safe_load(LIGHTHOUSE.read_text())
+    data["metadata"]["name"] = "lighthouse-fail"
+    data["spec"]["renderer"] = {"backend": "sleep-fail-delivery"}
+    story = tmp_path / "fail.yaml"
+    story.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "out"
+    code, _, stderr = run_cli("render", str(story), "--store", str(tmp_path / "store"), "--out",
+                              str(out), "--plain", "--retries", "0", "--package")
+    assert code == 1
+    assert "lighthouse-fail: not packaged: the render did not finish every shot" in stderr
+    assert (out / "branches.json").is_file() and not (out / "story.json").exists()
