@@ -411,11 +411,14 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--plain", is_flag=True, help="One log line per event (the default without a TTY).")
 @click.option("--run-id", callback=_check_run_id,
               help="Id of the run record (runs/<story>/<id>.json) [default: UTC time + random].")
+@click.option("--package", "package_", is_flag=True,
+              help="Then package the story for interactive playback into --out "
+              "(see `reelfarm package`).")
 @_guard
 def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str | None,
            address: str | None, force: tuple[str, ...], retries: int, max_workers: int | None,
            task_timeout: float | None, preview_first: bool, quiet: bool, plain: bool,
-           run_id: str | None) -> None:
+           run_id: str | None, package_: bool) -> None:
     """Render what is missing and assemble one master per branch.
 
     \b
@@ -462,6 +465,10 @@ def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str |
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
     _print_summary(result)
+    if package_:
+        from .cli_delivery import package_after_render
+
+        package_after_render(m, store_url, s3_endpoint, result)
     sys.exit(result.exit_code)
 
 
@@ -510,6 +517,7 @@ from .cli_cache import cache as _cache; main.add_command(_cache)  # noqa: E402, 
 from . import cli_jobs  # noqa: E402,F401,I001  (reelfarm submit, jobs, status, logs, cancel)
 from . import cli_nightly  # noqa: E402,F401  (reelfarm nightly)
 from . import cli_import  # noqa: E402,F401  (reelfarm import)
+from . import cli_delivery  # noqa: E402,F401  (reelfarm package, play)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

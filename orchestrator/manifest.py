@@ -112,6 +112,14 @@ class Choice(Model):
 
     prompt: str = Field("", max_length=1000)
     default: int = Field(0, strict=True, ge=0)
+    window: float = Field(
+        5.0,
+        strict=True,
+        gt=0,
+        le=600,
+        description="Seconds before the segment ends when the player shows the choice; "
+        "the default option is taken when it runs out. Playback only: not part of any key.",
+    )
     options: list[Option] = Field(min_length=1, max_length=64)
 
     @field_validator("options")

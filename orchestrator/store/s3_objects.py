@@ -211,7 +211,9 @@ class S3Output(Output):
         key = self.key_for(rel)
         if self.published(rel, ref):
             return
-        ctype = "video/mp4" if rel.endswith(".mp4") else "application/octet-stream"
+        ctype = {".mp4": "video/mp4", ".m4s": "video/iso.segment"}.get(
+            Path(rel).suffix, "application/octet-stream"
+        )
         same_server = isinstance(store, S3Store) and store.endpoint_url == self._s3.endpoint_url
         if same_server and ref.size <= MAX_COPY_BYTES:
             self._copy(key, store, ref, ctype)  # type: ignore[arg-type]
