@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from storybuild import shot, story
 
-from orchestrator.expand import PlanError, expand, frame_count
-from orchestrator.loading import load_manifest
+from orchestrator.plan.expand import PlanError, expand, frame_count
+from orchestrator.spec.loading import load_manifest
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 

@@ -23,7 +23,7 @@ from storybuild import shot, story_dict, write_story
 
 import orchestrator
 from orchestrator.cli import main
-from orchestrator.jobs import submission_id
+from orchestrator.jobs.client import submission_id
 from orchestrator.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent

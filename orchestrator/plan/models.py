@@ -13,7 +13,7 @@ from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .manifest import Profile, RendererSpec
+from ..spec.manifest import Profile, RendererSpec
 
 
 class _Frozen(BaseModel):

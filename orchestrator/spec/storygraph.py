@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.errors import Loc, Problem, format_path
-from orchestrator.manifest import Story
+from .errors import Loc, Problem, format_path
+from .manifest import Story
 
 Report = Callable[[Loc, str], Problem]
 """Turns a field path and a message into a :class:`Problem` (with a line, when known)."""

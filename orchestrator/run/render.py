@@ -18,13 +18,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .expand import expand
-from .manifest import Story
-from .outputs import open_output
-from .plan import RenderPlan
+from ..plan.expand import expand
+from ..spec.manifest import Story
+from ..store.outputs import open_output
+from ..plan.models import RenderPlan
 from .progress import Progress
-from .schedule import FAILED, Scheduler, SchedulerOptions
-from .store import Store, open_store
+from .driver import FAILED, Scheduler, SchedulerOptions
+from ..store import Store, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -141,7 +141,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
         sched.shutdown()
         status = "interrupted"
     except Exception as err:
-        from .schedule import Interrupted
+        from .driver import Interrupted
 
         if not isinstance(err, Interrupted):
             report = _report(sched, run_id, started, t0, "error", store)

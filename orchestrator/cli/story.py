@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from .errors import ManifestInvalid, Problem
-from .expand import PlanError
-from .render import (
+from ..spec.errors import ManifestInvalid, Problem
+from ..plan.expand import PlanError
+from ..run.render import (
     EXIT_INVALID,
     RayConnectError,
     RenderOptions,
@@ -25,8 +25,8 @@ from .render import (
     plan_story,
     render_story,
 )
-from .schedule import SchedulerOptions, Unplaceable, WorkerStartError
-from .store import DEFAULT_STORE, StoreError, open_store
+from ..run.driver import SchedulerOptions, Unplaceable, WorkerStartError
+from ..store import DEFAULT_STORE, StoreError, open_store
 
 STORE_HELP = f"Store URL: a directory, file:///dir or s3://bucket/prefix [default: {DEFAULT_STORE}]"
 
@@ -38,8 +38,8 @@ def _fail(msg: str, code: int = EXIT_INVALID) -> None:
 
 def _read(source: str, s3_endpoint: str | None = None):
     """Load and validate a manifest from a path or an s3:// URL: ``(manifest, problems)``."""
-    from .loading import load_manifest
-    from .sources import read_source
+    from ..spec.loading import load_manifest
+    from ..store.sources import read_source
 
     try:
         data = read_source(source, s3_endpoint=s3_endpoint)
@@ -123,7 +123,7 @@ def validate(files: tuple[str, ...], s3_endpoint: str | None) -> None:
     Example:
       reelfarm validate manifests/*.yaml
     """
-    from .expand import expand
+    from ..plan.expand import expand
 
     bad = False
     for f in files:
@@ -174,7 +174,7 @@ def plan(file: str, store_url: str | None, s3_endpoint: str | None, force: tuple
       reelfarm plan manifests/heist.yaml
       reelfarm plan manifests/heist.yaml --store s3://studio-renders/reelfarm --json
     """
-    from .schedule import Scheduler
+    from ..run.driver import Scheduler
 
     m = _load(file, s3_endpoint)
     store = open_store(store_url, s3_endpoint=s3_endpoint)
@@ -227,7 +227,7 @@ def _print_plan(sched, doc: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .progress import fmt_duration
+    from ..run.progress import fmt_duration
 
     console = Console()
     p = sched.plan
@@ -259,7 +259,7 @@ def _print_plan(sched, doc: dict[str, Any]) -> None:
 
 
 def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from .store.base import run_path
+    from ..store.base import run_path
 
     if value is not None:
         try:
@@ -359,16 +359,16 @@ def schema() -> None:
     Example:
       reelfarm schema > story.schema.json
     """
-    from .schema import story_json_schema
+    from ..spec.schema import story_json_schema
 
     click.echo(json.dumps(story_json_schema(), indent=2, sort_keys=True))
 
 
 # -- commands defined in their own modules ------------------------------------------------
 # Each module defines click commands and is registered here with one line.
-from .cli_cache import cache as _cache; main.add_command(_cache)  # noqa: E402, E702, I001
-from . import cli_jobs  # noqa: E402,F401,I001  (reelfarm submit, jobs, status, logs, cancel)
-from . import cli_nightly  # noqa: E402,F401  (reelfarm nightly)
+from .cache import cache as _cache; main.add_command(_cache)  # noqa: E402, E702, I001
+from . import jobs  # noqa: E402,F401,I001  (reelfarm submit, jobs, status, logs, cancel)
+from . import nightly  # noqa: E402,F401  (reelfarm nightly)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

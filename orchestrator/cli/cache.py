@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from . import cache as ops
-from .store import DEFAULT_STORE, Store, StoreError, open_store
+from ..store import cache as ops
+from ..store import DEFAULT_STORE, Store, StoreError, open_store
 
 STORE_HELP = f"Store URL: a directory, file:///dir or s3://bucket/prefix [default: {DEFAULT_STORE}]"
 

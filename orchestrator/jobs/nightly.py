@@ -19,7 +19,7 @@ any is ``failed`` or ``invalid``.
 
 Use from Python::
 
-    from orchestrator.nightly import NightlyOptions, run_nightly
+    from .nightly import NightlyOptions, run_nightly
     result = run_nightly("s3://studio/stories", NightlyOptions(store="s3://studio/cache",
                                                               out="s3://studio/renders"))
     for s in result.stories:
@@ -34,10 +34,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .outputs import LocalOutput, Output, open_output
-from .render import RenderOptions, new_run_id, plan_story, render_story
-from .schedule import Scheduler, SchedulerOptions
-from .store import BlobRef, Store, open_store, sha256_file
+from ..store.outputs import LocalOutput, Output, open_output
+from ..run.render import RenderOptions, new_run_id, plan_story, render_story
+from ..run.driver import Scheduler, SchedulerOptions
+from ..store import BlobRef, Store, open_store, sha256_file
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -127,7 +127,7 @@ def list_manifests(prefix: str, *, out: str | None = None, s3_endpoint: str | No
     """The manifests under ``prefix``, sorted; anything under ``out`` is left out (so an output
     location inside the stories' prefix never feeds its own JSON back in as stories)."""
     if prefix.startswith("s3://"):
-        from .store.s3_objects import list_objects
+        from ..store.s3_objects import list_objects
 
         found = list_objects(prefix, suffixes, endpoint_url=s3_endpoint)
         base = prefix.rstrip("/") + "/"
@@ -164,8 +164,8 @@ def _problems_of(err: Exception) -> list[str]:
 
 
 def _load(source: str, s3_endpoint: str | None):
-    from .loading import load_manifest
-    from .sources import read_source
+    from ..spec.loading import load_manifest
+    from ..store.sources import read_source
 
     return load_manifest(source, read_source(source, s3_endpoint=s3_endpoint))
 
@@ -208,7 +208,7 @@ class _Planned(Output):
 def is_unchanged(story, store: Store, out: Output) -> bool:
     """True when rendering ``story`` would render nothing, assemble nothing and publish
     nothing that ``out`` does not already hold."""
-    from .render import _publish_masters
+    from ..run.render import _publish_masters
 
     plan = plan_story(story, store)
     sched = Scheduler(plan, store, store_url=store.url)
@@ -224,8 +224,8 @@ def is_unchanged(story, store: Store, out: Output) -> bool:
 
 
 def _render_one(source: str, opts: NightlyOptions, names: dict[str, str]) -> StoryOutcome:
-    from .errors import ManifestInvalid
-    from .expand import PlanError
+    from ..spec.errors import ManifestInvalid
+    from ..plan.expand import PlanError
 
     t0 = time.monotonic()
     outcome = StoryOutcome(source=source, status=FAILED)

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from .store import BlobRef, Store, sha256_file
+from .base import BlobRef, Store, sha256_file
 
 
 class Output(ABC):
@@ -55,7 +55,7 @@ class LocalOutput(Output):
 
 def open_output(url: str, *, s3_endpoint: str | None = None) -> Output:
     if url.startswith("s3://"):
-        from .store.s3_objects import S3Output
+        from .s3_objects import S3Output
 
         return S3Output(url, endpoint_url=s3_endpoint)
     if url.startswith("file://"):

@@ -29,11 +29,11 @@ from pydantic import ValidationError
 
 from actors.backends import Backend, Resources, get_backend
 
-from .keys import master_key
-from .store import ActionRecord, BlobRef, CorruptBlob, Store
+from ..plan.keys import master_key
+from ..store import ActionRecord, BlobRef, CorruptBlob, Store
 
 if TYPE_CHECKING:
-    from .plan import RenderPlan, RenderTask
+    from ..plan.models import RenderPlan, RenderTask
     from .progress import Progress
 
 # task states

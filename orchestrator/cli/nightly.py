@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from .cli import _fail, _guard, _store_options, main
-from .nightly import INVALID, UNCHANGED, NightlyError, NightlyOptions, StoryOutcome, run_nightly
-from .schedule import SchedulerOptions
+from .story import _fail, _guard, _store_options, main
+from ..jobs.nightly import INVALID, UNCHANGED, NightlyError, NightlyOptions, StoryOutcome, run_nightly
+from ..run.driver import SchedulerOptions
 
 
 @main.command()

@@ -1,0 +1,5 @@
+"""``python -m orchestrator.cli``."""
+
+from . import main
+
+main()
