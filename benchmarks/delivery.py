@@ -94,7 +94,7 @@ def measure_packaging(story, pristine: Path, work: Path, workers: int, repeat: i
                       ) -> tuple[list[float], list[float], Any]:
     from actors.assemble import concat_clips
     from orchestrator.delivery import _package, package_story
-    from orchestrator.expand import expand
+    from orchestrator.plan.expand import expand
     from orchestrator.store import open_store
     from orchestrator.store.base import blob_path
 
@@ -186,8 +186,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
 
-    from orchestrator.manifest import Story
-    from orchestrator.render import RenderOptions, render_story
+    from orchestrator.spec.manifest import Story
+    from orchestrator.run.render import RenderOptions, render_story
 
     width, height = (int(x) for x in args.size.split("x"))
     doc = story_doc(args.levels, args.fps, width, height)

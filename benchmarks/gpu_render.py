@@ -135,8 +135,8 @@ def build_model(path: Path, device: str, smoke: bool) -> dict:
 
 
 def plan_tasks(model: Path, args):
-    from orchestrator.expand import expand
-    from orchestrator.loading import load_manifest
+    from orchestrator.plan.expand import expand
+    from orchestrator.spec.loading import load_manifest
 
     fps = args.fps
     duration = args.frames / fps

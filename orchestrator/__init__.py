@@ -23,8 +23,11 @@ Everything else is implementation and may change.
 
 Most names load on first use, not at ``import orchestrator``: every renderer actor imports
 ``orchestrator.store`` and ``orchestrator.plan``, and should not pay for the manifest loader,
-the scheduler and the jobs client at start-up. ``expand`` is imported at once: it shares its
-name with its module, which would otherwise replace it here when first imported.
+the scheduler and the jobs client at start-up.
+
+The package is laid out as the data flows (see the README's module table): ``spec`` (the
+manifest), ``plan`` (expansion, keys), ``run`` (the driver on Ray), ``store`` (stores, outputs,
+cache upkeep), ``jobs`` (cluster submission, nightly) and ``cli``.
 """
 
 from __future__ import annotations
@@ -32,11 +35,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .expand import PlanError, expand
-
 if TYPE_CHECKING:
-    from .errors import ManifestInvalid, Problem
-    from .jobs import (
+    from .plan.expand import PlanError, expand
+    from .spec.errors import ManifestInvalid, Problem
+    from .jobs.client import (
         JobAuthError,
         JobError,
         JobExists,
@@ -51,25 +53,26 @@ if TYPE_CHECKING:
         submit,
         wait_job,
     )
-    from .loading import Manifest, load_manifest
-    from .manifest import Story
-    from .plan import Branch, RenderPlan, RenderTask
-    from .render import RenderOptions, RenderResult, render_story
-    from .schedule import SchedulerOptions, Unplaceable
+    from .spec.loading import Manifest, load_manifest
+    from .spec.manifest import Story
+    from .plan.models import Branch, RenderPlan, RenderTask
+    from .run.render import RenderOptions, RenderResult, render_story
+    from .run.driver import SchedulerOptions, Unplaceable
     from .store import Store, open_store
 
 _HOME = {
-    "ManifestInvalid": "errors", "Problem": "errors",
-    "PlanError": "expand", "expand": "expand",  # imported above
-    "JobAuthError": "jobs", "JobError": "jobs", "JobExists": "jobs", "JobInfo": "jobs",
-    "JobNotFound": "jobs", "JobStatus": "jobs", "JobUnreachable": "jobs", "cancel": "jobs",
-    "job_logs": "jobs", "job_status": "jobs", "list_jobs": "jobs", "submit": "jobs",
-    "wait_job": "jobs",
-    "Manifest": "loading", "load_manifest": "loading",
-    "Story": "manifest",
-    "Branch": "plan", "RenderPlan": "plan", "RenderTask": "plan",
-    "RenderOptions": "render", "RenderResult": "render", "render_story": "render",
-    "SchedulerOptions": "schedule", "Unplaceable": "schedule",
+    "ManifestInvalid": "spec.errors", "Problem": "spec.errors",
+    "PlanError": "plan.expand", "expand": "plan.expand",
+    "JobAuthError": "jobs.client", "JobError": "jobs.client", "JobExists": "jobs.client",
+    "JobInfo": "jobs.client", "JobNotFound": "jobs.client", "JobStatus": "jobs.client",
+    "JobUnreachable": "jobs.client", "cancel": "jobs.client", "job_logs": "jobs.client",
+    "job_status": "jobs.client", "list_jobs": "jobs.client", "submit": "jobs.client",
+    "wait_job": "jobs.client",
+    "Manifest": "spec.loading", "load_manifest": "spec.loading",
+    "Story": "spec.manifest",
+    "Branch": "plan.models", "RenderPlan": "plan.models", "RenderTask": "plan.models",
+    "RenderOptions": "run.render", "RenderResult": "run.render", "render_story": "run.render",
+    "SchedulerOptions": "run.driver", "Unplaceable": "run.driver",
     "Store": "store", "open_store": "store",
 }
 

@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.loading import load_manifest
+from orchestrator.spec.loading import load_manifest
 
 DATA = Path(__file__).resolve().parent / "data" / "import"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.manifest import Story
+from orchestrator.spec.manifest import Story
 
 
 def shot(id: str, prompt: str | None = None, duration: float = 0.5, **kw: Any) -> dict:

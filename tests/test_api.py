@@ -44,5 +44,5 @@ def test_a_renderer_actor_does_not_load_the_loader_scheduler_or_jobs_client():
                          check=True).stdout
     loaded = set(json.loads(out))
     assert "orchestrator.store" in loaded and "orchestrator.plan" in loaded
-    assert not loaded & {"orchestrator.loading", "orchestrator.jobs",
-                         "orchestrator.render", "orchestrator.schedule", "orchestrator.cli"}
+    assert not loaded & {"orchestrator.spec.loading", "orchestrator.jobs",
+                         "orchestrator.run.render", "orchestrator.run.driver", "orchestrator.cli"}

@@ -13,7 +13,7 @@ from actors.assemble import SpecMismatch, concat_clips, concat_list
 from actors.backends.previz import PrevizRenderer
 from actors.encode import ClipEncoder
 from actors.media import ffmpeg_exe, probe
-from orchestrator.manifest import Profile, RendererSpec
+from orchestrator.spec.manifest import Profile, RendererSpec
 from orchestrator.plan import RenderTask
 
 PROFILE = Profile(width=256, height=144, fps=24)

@@ -129,7 +129,7 @@ def test_an_endpoint_without_scheme_is_refused_without_its_user_info(args):
 
 
 def test_redact_url_hides_user_info_with_or_without_scheme():
-    from orchestrator.urls import redact_url
+    from orchestrator.spec.urls import redact_url
 
     assert redact_url("http://u:pw@h:9000/p?q") == "http://***@h:9000/p?q"
     assert redact_url("u:pw@h:9000") == "***@h:9000"
@@ -318,7 +318,7 @@ def test_cache_gc_apply_on_a_read_only_store_is_one_line(tmp_path):
 
 
 def test_a_failed_write_leaves_no_temporary_file(tmp_path):
-    from orchestrator.outputs import open_output
+    from orchestrator.store.outputs import open_output
 
     mnt = tmp_path / "mnt"
     with tmpfs(mnt, size="64k"):
@@ -333,7 +333,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
 
 
 def test_store_and_output_files_honour_the_umask(tmp_path):
-    from orchestrator.outputs import open_output
+    from orchestrator.store.outputs import open_output
     from orchestrator.store import open_store
 
     old = os.umask(0o027)

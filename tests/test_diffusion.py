@@ -25,7 +25,7 @@ from actors.backends.diffusion import (
     model_ref,
     resolve_dtype,
 )
-from orchestrator.manifest import Profile, RendererSpec
+from orchestrator.spec.manifest import Profile, RendererSpec
 from orchestrator.plan import RenderTask
 
 pytestmark = pytest.mark.diffusion
@@ -396,7 +396,7 @@ def test_control_plane_does_not_import_torch(ltx_dir):
     code = f"""
 import sys
 from actors.backends import get_backend
-from orchestrator.manifest import Profile, RendererSpec
+from orchestrator.spec.manifest import Profile, RendererSpec
 b = get_backend("diffusers")
 r = RendererSpec(backend="diffusers", model={str(ltx_dir)!r}, steps=2, guidance=5.0)
 assert b.check(r, 9, Profile(width=64, height=64, fps=8)) == []

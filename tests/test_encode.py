@@ -21,7 +21,7 @@ from actors.encode import (
     fit_frame,
 )
 from actors.media import FFmpegNotFound, ProbeError, ffmpeg_exe, probe
-from orchestrator.manifest import Profile
+from orchestrator.spec.manifest import Profile
 
 PROFILE = Profile(width=256, height=144, fps=24)
 

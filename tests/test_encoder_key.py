@@ -20,8 +20,8 @@ from actors.encode import EncoderMismatch, encoder_id
 from actors.media import ffmpeg_exe
 from actors.renderer import ShotRenderer
 from orchestrator.cli import main
-from orchestrator.expand import expand
-from orchestrator.loading import load_manifest
+from orchestrator.plan.expand import expand
+from orchestrator.spec.loading import load_manifest
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 HEIST = str(MANIFESTS / "heist.yaml")
@@ -104,9 +104,9 @@ def test_no_usable_ffmpeg_is_one_clear_line_and_validate_needs_none(tmp_path, mo
 
 
 def test_masters_are_keyed_and_joined_by_one_build(tmp_path):
-    from orchestrator.assembly import assemble_master
-    from orchestrator.keys import master_key
-    from orchestrator.manifest import Profile
+    from orchestrator.run.assembly import assemble_master
+    from orchestrator.plan.keys import master_key
+    from orchestrator.spec.manifest import Profile
 
     ours = encoder_id()
     other = {**ours, "ffmpeg": "0.0-other-build"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.errors import ManifestInvalid, Problem, format_path
-from orchestrator.manifest import Profile, RendererSpec, Shot, Story
-from orchestrator.pydantic_errors import describe
+from orchestrator.spec.errors import ManifestInvalid, Problem, format_path
+from orchestrator.spec.manifest import Profile, RendererSpec, Shot, Story
+from orchestrator.spec.pydantic_errors import describe
 
 
 def test_problem_text_omits_what_is_unknown() -> None:

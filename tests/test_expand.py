@@ -9,8 +9,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from storybuild import shot, story
 
-from orchestrator.expand import BRANCH_NAME_RE, PlanError, branch_name, expand, frame_count
-from orchestrator.loading import load_manifest
+from orchestrator.plan.expand import BRANCH_NAME_RE, PlanError, branch_name, expand, frame_count
+from orchestrator.spec.loading import load_manifest
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 

@@ -297,7 +297,7 @@ def cyclic(draw):
 @given(cyclic(), st.integers(0, 2))
 def test_random_loops_are_refused_or_unrolled_to_an_acyclic_manifest(edges, depth):
     from orchestrator.importers import ImportFailed
-    from orchestrator.loading import load_manifest
+    from orchestrator.spec.loading import load_manifest
 
     text = _as_twee(edges).encode()
     reach = _reachable(edges)

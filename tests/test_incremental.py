@@ -24,8 +24,8 @@ from click.testing import CliRunner
 from storybuild import shot, story_dict, write_story
 
 from orchestrator.cli import main
-from orchestrator.nightly import NightlyOptions, run_nightly
-from orchestrator.schedule import SchedulerOptions
+from orchestrator.jobs.nightly import NightlyOptions, run_nightly
+from orchestrator.run.driver import SchedulerOptions
 from orchestrator.store import sha256_file
 
 ALL_TASKS = {"a1", "a2", "b1", "b2", "c1", "d1~1", "d1~2", "d2~1", "d2~2", "d3", "e1"}

@@ -23,7 +23,7 @@ from storybuild import shot, story_dict, write_story
 
 import orchestrator
 from orchestrator.cli import main
-from orchestrator.jobs import submission_id
+from orchestrator.jobs.client import submission_id
 from orchestrator.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -316,7 +316,7 @@ def test_ray_address_for_render_and_api_server_address_for_jobs(ray_head, api_en
                                                                gcs_form):
     """Ray's conventions: RAY_ADDRESS is the cluster (GCS) address `render` joins; the jobs
     commands use RAY_API_SERVER_ADDRESS, else RAY_ADDRESS when it is an http:// URL."""
-    import orchestrator.jobs as api
+    import orchestrator.jobs.client as api
 
     both = ray_head.client_env(RAY_ADDRESS=gcs_form, RAY_API_SERVER_ADDRESS=ray_head.address)
     for args in (["jobs", "--json"], ["status", "reelfarm-heist-000000000000"]):

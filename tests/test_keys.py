@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from storybuild import story_dict
 
-from orchestrator.expand import expand
-from orchestrator.keys import KEY_SCHEMA, canonical_json, derive_seed, render_key
-from orchestrator.manifest import Story
+from orchestrator.plan.expand import expand
+from orchestrator.plan.keys import KEY_SCHEMA, canonical_json, derive_seed, render_key
+from orchestrator.spec.manifest import Story
 
 use(SleepBackend("still"))
 

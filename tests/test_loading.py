@@ -9,8 +9,8 @@ from typing import NamedTuple
 
 import pytest
 
-from orchestrator.errors import ManifestInvalid, Problem
-from orchestrator.loading import MAX_DEPTH, MAX_MANIFEST_BYTES, load_manifest
+from orchestrator.spec.errors import ManifestInvalid, Problem
+from orchestrator.spec.loading import MAX_DEPTH, MAX_MANIFEST_BYTES, load_manifest
 
 INVALID = Path(__file__).resolve().parent.parent / "manifests" / "invalid"
 

@@ -22,9 +22,9 @@ from backends_for_tests import SleepBackend, use
 from fixtures_s3 import _empty_prefix, new_s3_location
 from storybuild import shot, story
 
-from orchestrator.expand import expand
-from orchestrator.render import RenderOptions, render_story
-from orchestrator.schedule import CACHED, Scheduler
+from orchestrator.plan.expand import expand
+from orchestrator.run.render import RenderOptions, render_story
+from orchestrator.run.driver import CACHED, Scheduler
 from orchestrator.store import ActionRecord, open_store
 from orchestrator.store.base import action_path, blob_path
 from orchestrator.store.s3 import S3Store

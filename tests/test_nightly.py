@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from storybuild import shot, story_dict, write_story
 
 from orchestrator.cli import main
-from orchestrator.nightly import NightlyOptions, not_a_story, run_nightly
-from orchestrator.schedule import SchedulerOptions
+from orchestrator.jobs.nightly import NightlyOptions, not_a_story, run_nightly
+from orchestrator.run.driver import SchedulerOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,7 +133,7 @@ def test_dry_run_over_an_s3_prefix(s3_url, s3_client):
 
 
 def test_a_file_too_big_for_a_manifest_is_skipped_unless_it_says_it_is_one(tmp_path):
-    from orchestrator.nightly import INVALID, SKIPPED, StoryOutcome, _load
+    from orchestrator.jobs.nightly import INVALID, SKIPPED, StoryOutcome, _load
 
     big = tmp_path / "big.yaml"
     big.write_text("apiVersion: reelfarm/v1\nkind: Story\n# " + "x" * (3 * 2**20) + "\n")

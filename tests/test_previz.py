@@ -9,7 +9,7 @@ from actors.backends import get_backend
 from actors.backends.previz import PrevizBackend, PrevizRenderer
 from actors.encode import ClipEncoder
 from actors.media import probe
-from orchestrator.manifest import Profile, RendererSpec
+from orchestrator.spec.manifest import Profile, RendererSpec
 from orchestrator.plan import RenderTask
 
 PROFILE = Profile(width=256, height=144, fps=24)

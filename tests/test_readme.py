@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.expand import expand
-from orchestrator.loading import load_manifest
+from orchestrator.plan.expand import expand
+from orchestrator.spec.loading import load_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

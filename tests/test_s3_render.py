@@ -23,7 +23,7 @@ from storybuild import shot, story_dict
 
 from actors.media import probe
 from orchestrator.cli import main
-from orchestrator.loading import MAX_MANIFEST_BYTES
+from orchestrator.spec.loading import MAX_MANIFEST_BYTES
 from orchestrator.store import BlobMissing, CorruptBlob, LocalStore, StoreError, open_store
 from orchestrator.store.s3 import parse_s3_url
 from orchestrator.store.s3_objects import S3Output, list_objects, read_object

@@ -13,8 +13,8 @@ from fixtures_ray import GPU_TYPE
 from storybuild import shot, story
 
 from actors.media import probe
-from orchestrator.render import RenderOptions, render_story
-from orchestrator.schedule import SchedulerOptions, Unplaceable
+from orchestrator.run.render import RenderOptions, render_story
+from orchestrator.run.driver import SchedulerOptions, Unplaceable
 from orchestrator.store import open_store
 
 pytestmark = pytest.mark.cluster
@@ -47,7 +47,7 @@ def test_dependents_never_start_before_their_conditioning_record_exists(ray_clus
     store = tmp_path / "store"
     tasks = {t["id"]: t for t in result.report["tasks"]}
     checked = 0
-    from orchestrator.expand import expand
+    from orchestrator.plan.expand import expand
 
     for t in expand(s).tasks:
         if t.upstream is None:
@@ -182,7 +182,7 @@ def test_preview_first_starts_every_branch_opening_before_the_rest(ray_cluster, 
     s = fan_story("sleep-preview", n_branches=3, chain=3)
     result = render_story(s, opts(tmp_path, max_workers=1, preview_first=True))
     assert result.exit_code == 0
-    from orchestrator.expand import expand
+    from orchestrator.plan.expand import expand
 
     plan = expand(s)
     started = sorted(plan.tasks, key=lambda t: start_trace(log, t.key)[0])
@@ -201,7 +201,7 @@ def test_actors_that_cannot_start_end_the_run_with_their_error(ray_cluster, tmp_
                                                                message):
     import backends_for_tests
 
-    from orchestrator.schedule import WorkerStartError
+    from orchestrator.run.driver import WorkerStartError
 
     name = f"sleep-{kind.lower()}"
     use(getattr(backends_for_tests, kind)(name))
@@ -214,8 +214,8 @@ def test_actors_that_cannot_start_end_the_run_with_their_error(ray_cluster, tmp_
 
 
 def test_start_workers_brings_the_pool_up_before_run_and_run_uses_it(ray_cluster, tmp_path):
-    from orchestrator.expand import expand
-    from orchestrator.schedule import Scheduler
+    from orchestrator.plan.expand import expand
+    from orchestrator.run.driver import Scheduler
 
     use(SleepBackend("sleep-warm", per_frame_s=0.01, gpus=1))
     s = fan_story("sleep-warm", n_branches=4, chain=2)
@@ -236,8 +236,8 @@ def test_start_workers_brings_the_pool_up_before_run_and_run_uses_it(ray_cluster
 
 
 def test_start_workers_refuses_an_unplaceable_plan_and_leaves_no_actor(ray_cluster, tmp_path):
-    from orchestrator.expand import expand
-    from orchestrator.schedule import Scheduler
+    from orchestrator.plan.expand import expand
+    from orchestrator.run.driver import Scheduler
 
     use(SleepBackend("sleep-huge", gpus=64))
     s = story([{"id": "only", "shots": [shot("a")]}], renderer={"backend": "sleep-huge"})
@@ -255,7 +255,7 @@ def test_actors_that_keep_failing_after_one_came_up_stop_being_started(ray_clust
     forever: past the bound no more actors are started and the ones up finish the work."""
     from backends_for_tests import OneGoodActorBackend
 
-    import orchestrator.schedule as schedule
+    import orchestrator.run.driver as schedule
 
     monkeypatch.setattr(schedule, "MAX_POOL_START_FAILURES", 3)
     log = tmp_path / "log"

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from orchestrator.schema import SCHEMA_DIALECT, SCHEMA_ID, schema_text, story_json_schema
+from orchestrator.spec.schema import SCHEMA_DIALECT, SCHEMA_ID, schema_text, story_json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "manifests" / "story.schema.json"

@@ -7,10 +7,10 @@ import textwrap
 import pytest
 import yaml
 
-from orchestrator.errors import ManifestInvalid, Problem
-from orchestrator.loading import load_manifest
-from orchestrator.manifest import Story
-from orchestrator.storygraph import (
+from orchestrator.spec.errors import ManifestInvalid, Problem
+from orchestrator.spec.loading import load_manifest
+from orchestrator.spec.manifest import Story
+from orchestrator.spec.storygraph import (
     StoryCycleError,
     check_data,
     check_story,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import numpy as np
 
-    from orchestrator.manifest import Profile, RendererSpec
+    from orchestrator.spec.manifest import Profile, RendererSpec
     from orchestrator.plan import RenderTask
 
 

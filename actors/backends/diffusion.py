@@ -32,7 +32,7 @@ from .families import Family
 if TYPE_CHECKING:
     import numpy as np
 
-    from orchestrator.manifest import Profile, RendererSpec
+    from orchestrator.spec.manifest import Profile, RendererSpec
     from orchestrator.plan import RenderTask
 
 #: Image-to-video micro-conditioning of the ``svd`` family (constants: the backend version

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from .base import Backend, Renderer, Resources
 
 if TYPE_CHECKING:
-    from orchestrator.manifest import Profile, RendererSpec
+    from orchestrator.spec.manifest import Profile, RendererSpec
     from orchestrator.plan import RenderTask
 
 #: The backdrop is this much larger than the frame, so the camera has room to move.

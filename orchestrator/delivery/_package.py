@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..keys import digest
-from ..manifest import Story
+from ..plan.keys import digest
+from ..spec.manifest import Story
 from ..plan import RenderPlan
 from ..store import ActionRecord, BlobRef, Store
-from ..storygraph import topological_order
+from ..spec.storygraph import topological_order
 from . import _fmp4
 
 PACKAGE_SCHEMA = "reelfarm-cmaf/1"

@@ -25,10 +25,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..expand import expand
-from ..keys import master_key
-from ..manifest import Story
-from ..outputs import LocalOutput, Output, _check_rel, open_output
+from ..plan.expand import expand
+from ..plan.keys import master_key
+from ..spec.manifest import Story
+from ..store.outputs import LocalOutput, Output, _check_rel, open_output
 from ..store import BlobRef, Store
 from . import _fmp4, hls
 from ._package import (

@@ -23,9 +23,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..manifest import Story
+from ..spec.manifest import Story
 from ..plan import RenderPlan
-from ..storygraph import predecessors, topological_order
+from ..spec.storygraph import predecessors, topological_order
 
 STORY_MAP_VERSION = 1
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

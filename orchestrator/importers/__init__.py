@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from orchestrator.errors import ManifestInvalid, Problem
+from orchestrator.spec.errors import ManifestInvalid, Problem
 
 from ._graph import (
     MAX_SOURCE_BYTES,
@@ -176,7 +176,7 @@ def dump_manifest(result: ImportResult) -> str:
 
 def _check(name: str, result: ImportResult) -> None:
     """Load the manifest as ``reelfarm validate`` would; a failure is an import problem."""
-    from orchestrator.loading import load_manifest
+    from orchestrator.spec.loading import load_manifest
 
     text = dump_manifest(result)
     try:

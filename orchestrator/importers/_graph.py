@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.errors import Problem, format_path
-from orchestrator.manifest import STORY_NAME_PATTERN, Masters, Profile, RendererSpec
+from orchestrator.spec.errors import Problem, format_path
+from orchestrator.spec.manifest import STORY_NAME_PATTERN, Masters, Profile, RendererSpec
 
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 """The largest source accepted, in bytes: the same limit as a manifest's."""

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.errors import Problem
+from orchestrator.spec.errors import Problem
 
 from ._graph import MAX_NODES, Link, Node, Para, SourceGraph, parse_steer
 

@@ -38,7 +38,7 @@ def open_store(url: str | None = None, *, s3_endpoint: str | None = None,
 
     ``create=False`` is for read-only commands: a local store that does not exist raises
     :class:`StoreMissing` instead of being made (an S3 prefix is never made by opening it)."""
-    from ..urls import BadLocation, local_path, redact_url
+    from ..spec.urls import BadLocation, local_path, redact_url
 
     url = url or DEFAULT_STORE
     if url.startswith("s3://"):

@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..urls import redact_url
+from ..spec.urls import redact_url
 from .base import (
     CHUNK,
     SHA256_RE,

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..outputs import Output, _check_rel
+from .outputs import Output, _check_rel
 from .base import CHUNK, BlobMissing, BlobRef, CorruptBlob, Store, StoreError, blob_path
 from .s3 import S3Store, _hex_to_b64, parse_s3_url
 

@@ -41,8 +41,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .store import ActionRecord, BlobMissing, CorruptBlob, LocalStore, Store, sha256_file
-from .store.base import SHA256_RE, blob_path
+from . import ActionRecord, BlobMissing, CorruptBlob, LocalStore, Store, sha256_file
+from .base import SHA256_RE, blob_path
 
 T = TypeVar("T")
 
@@ -70,7 +70,7 @@ def list_objects(store: Store, prefix: str) -> list[Obj]:
     In-flight temporaries of a local store (``.tmp-*``) are not objects; see
     :func:`local_temporaries`.
     """
-    from .store.s3 import S3Store
+    from .s3 import S3Store
 
     if isinstance(store, LocalStore):
         base = store.root / prefix
@@ -328,7 +328,7 @@ def stats(store: Store) -> dict[str, Any]:
 
 def rehash(store: Store, digest: str) -> str | None:
     """Read a blob whole and hash it: ``None`` when sound (or gone), else the actual digest."""
-    from .store.s3 import S3Store, _NullSink
+    from .s3 import S3Store, _NullSink
 
     try:
         if isinstance(store, LocalStore):

@@ -24,9 +24,9 @@ from typing import Any
 from actors.backends import UnknownBackend, get_backend
 
 from .keys import derive_seed, render_key
-from .manifest import Profile, RendererSpec, Segment, Story
-from .plan import Branch, RenderPlan, RenderTask
-from .storygraph import predecessors, topological_order
+from ..spec.manifest import Profile, RendererSpec, Segment, Story
+from .models import Branch, RenderPlan, RenderTask
+from ..spec.storygraph import predecessors, topological_order
 
 DEFAULT_MAX_BRANCHES = 256
 DEFAULT_MAX_TASKS = 10_000

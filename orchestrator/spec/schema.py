@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from orchestrator.manifest import API_VERSION, Story
+from .manifest import API_VERSION, Story
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID = "urn:reelfarm:schema:story:v1"

@@ -27,7 +27,7 @@ many would render.
 
 Use from Python::
 
-    from orchestrator.nightly import NightlyOptions, run_nightly
+    from .nightly import NightlyOptions, run_nightly
     result = run_nightly("s3://studio/stories", NightlyOptions(store="s3://studio/cache",
                                                               out="s3://studio/renders"))
     for s in result.stories:
@@ -44,11 +44,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .expand import expand
-from .outputs import LocalOutput, Output, open_output
-from .render import RenderOptions, new_run_id, plan_story, render_story
-from .schedule import Scheduler, SchedulerOptions
-from .store import BlobRef, Store, open_store, sha256_file
+from ..plan.expand import expand
+from ..store.outputs import LocalOutput, Output, open_output
+from ..run.render import RenderOptions, new_run_id, plan_story, render_story
+from ..run.driver import Scheduler, SchedulerOptions
+from ..store import BlobRef, Store, open_store, sha256_file
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -166,7 +166,7 @@ def _local_root(prefix: str) -> Path:
 def _list(prefix: str, *, out: str | None, s3_endpoint: str | None,
           suffixes: tuple[str, ...]) -> list[str]:
     if prefix.startswith("s3://"):
-        from .store.s3_objects import list_objects
+        from ..store.s3_objects import list_objects
 
         found = list_objects(prefix, suffixes, endpoint_url=s3_endpoint)
         base = prefix.rstrip("/") + "/"
@@ -205,8 +205,8 @@ def _problems_of(err: Exception) -> list[str]:
 def _load(source: str, s3_endpoint: str | None, outcome: StoryOutcome):
     """The manifest at ``source``, or ``None`` with ``outcome`` saying why not (skipped,
     invalid, or failed when it cannot be read)."""
-    from .errors import ManifestInvalid
-    from .loading import load_manifest
+    from ..spec.errors import ManifestInvalid
+    from ..spec.loading import load_manifest
 
     try:
         data = _read(source, s3_endpoint)
@@ -259,8 +259,8 @@ def not_a_story(source: str, data: bytes) -> str | None:
     looking only at those two keys; a file too broken to read claims to be a Story when its
     text says both, so a manifest with a syntax error is reported, never skipped.
     """
-    from .errors import ManifestInvalid
-    from .loading import _compose
+    from ..spec.errors import ManifestInvalid
+    from ..spec.loading import _compose
 
     try:
         root = _compose(source, data.decode("utf-8"))
@@ -286,8 +286,8 @@ def not_a_story(source: str, data: bytes) -> str | None:
 
 
 def _read(source: str, s3_endpoint: str | None) -> bytes:
-    from .loading import _read as read_local
-    from .sources import read_source
+    from ..spec.loading import _read as read_local
+    from ..store.sources import read_source
 
     data = read_source(source, s3_endpoint=s3_endpoint)
     return read_local(source) if data is None else data
@@ -343,7 +343,7 @@ class _Planned(Output):
 def is_unchanged(story, store: Store, out: Output) -> bool:
     """True when rendering ``story`` would render nothing, assemble nothing and publish
     nothing that ``out`` does not already hold."""
-    from .render import _publish_masters
+    from ..run.render import _publish_masters
 
     plan = plan_story(story, store)
     sched = Scheduler(plan, store, store_url=store.url)
@@ -363,7 +363,7 @@ def is_unchanged(story, store: Store, out: Output) -> bool:
 
 
 def _render_one(source: str, opts: NightlyOptions, names: dict[str, str]) -> StoryOutcome:
-    from .expand import PlanError
+    from ..plan.expand import PlanError
 
     t0 = time.monotonic()
     outcome = StoryOutcome(source=source, status=FAILED)
@@ -486,7 +486,7 @@ class NightlyPlan:
 def _existing_store(url: str | None, s3_endpoint: str | None) -> Store | None:
     """The store at ``url`` when it exists; ``None`` for a local one that does not (a dry run
     creates nothing). An S3 store is only ever created by writing to it."""
-    from .store import DEFAULT_STORE
+    from ..store import DEFAULT_STORE
 
     url = url or DEFAULT_STORE
     if not url.startswith("s3://"):
@@ -501,7 +501,7 @@ def dry_run(prefix: str, opts: NightlyOptions) -> NightlyPlan:
 
     Nothing renders, nothing is written, and no store is created: against a store that does not
     exist yet, every task is to render."""
-    from .expand import PlanError
+    from ..plan.expand import PlanError
 
     sources = _sources(prefix, opts)
     store = _existing_store(opts.store, opts.s3_endpoint)

@@ -8,9 +8,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from .store import BlobRef, Store, StoreError, sha256_file
-from .store.files import check_dir_writable, write_atomic
-from .urls import BadLocation, local_path, redact_url
+from . import BlobRef, Store, StoreError, sha256_file
+from .files import check_dir_writable, write_atomic
+from ..spec.urls import BadLocation, local_path, redact_url
 
 
 class Output(ABC):
@@ -102,7 +102,7 @@ class LocalOutput(Output):
 
 def open_output(url: str, *, s3_endpoint: str | None = None) -> Output:
     if url.startswith("s3://"):
-        from .store.s3_objects import S3Output
+        from .s3_objects import S3Output
 
         return S3Output(url, endpoint_url=s3_endpoint)
     if "://" in url and not url.startswith("file://"):

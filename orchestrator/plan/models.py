@@ -13,7 +13,7 @@ from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .manifest import Profile, RendererSpec
+from ..spec.manifest import Profile, RendererSpec
 
 #: Default bound on one render (see :attr:`RenderTask.time_limit`).
 TIMEOUT_FLOOR_S = 900.0

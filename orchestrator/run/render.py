@@ -21,13 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .expand import expand
-from .manifest import Story
-from .outputs import open_output
-from .plan import RenderPlan
+from ..plan.expand import expand
+from ..spec.manifest import Story
+from ..store.outputs import open_output
+from ..plan.models import RenderPlan
 from .progress import Progress
-from .schedule import FAILED, Interrupted, Scheduler, SchedulerOptions
-from .store import BlobMissing, CorruptBlob, Store, StoreError, open_store
+from .driver import FAILED, Interrupted, Scheduler, SchedulerOptions
+from ..store import BlobMissing, CorruptBlob, Store, StoreError, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 143  # interrupted by SIGTERM (Ray's stop_job, a pod's deletion or deadline)
@@ -98,7 +98,7 @@ def _check_address(address: str) -> None:
     """Refuse a dashboard URL, and an address where nothing accepts a connection, in one line."""
     from urllib.parse import urlsplit
 
-    from .urls import redact_url
+    from ..spec.urls import redact_url
 
     shown = redact_url(address)
     scheme = address.split("://", 1)[0].lower() if "://" in address else ""
@@ -194,7 +194,7 @@ def _auth_refused(where: str, sent_token: bool) -> str:
 
 
 def _explain_connect_error(address: str | None, err: Exception) -> str:
-    from .urls import redact_url
+    from ..spec.urls import redact_url
 
     text = str(err)
     low = text.lower()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from .cli import _fail, _guard, _load, _plan_problems, _print_problems, _store_options, main
-from .delivery import DEFAULT_SEGMENT_SECONDS, NotRendered, PackageError, package_story
-from .expand import PlanError
-from .render import EXIT_FAILED, EXIT_INVALID, dumps
-from .store import open_store
+from .story import _fail, _guard, _load, _plan_problems, _print_problems, _store_options, main
+from ..delivery import DEFAULT_SEGMENT_SECONDS, NotRendered, PackageError, package_story
+from ..plan.expand import PlanError
+from ..run.render import EXIT_FAILED, EXIT_INVALID, dumps
+from ..store import open_store
 
 
 def _default_out(story_name: str) -> str:
@@ -97,7 +97,7 @@ def play(file: str, out: str | None, host: str, port: int, s3_endpoint: str | No
     Example:
       reelfarm play manifests/heist.yaml
     """
-    from .delivery import serve_package
+    from ..delivery import serve_package
 
     m = _load(file, s3_endpoint)
     root = out or _default_out(m.story.name)

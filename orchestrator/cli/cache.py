@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from . import cache as ops
-from .cli_options import resolve_locations, store_options
-from .store import Store, StoreError, StoreMissing, open_store
-from .urls import BadLocation, printable
+from ..store import cache as ops
+from .options import resolve_locations, store_options
+from ..store import Store, StoreError, StoreMissing, open_store
+from ..spec.urls import BadLocation, printable
 
 _store_options = store_options
 

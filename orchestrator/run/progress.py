@@ -10,7 +10,7 @@ import time
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .schedule import BranchRun, Scheduler, TaskRun, Worker
+    from .driver import BranchRun, Scheduler, TaskRun, Worker
 
 
 def fmt_duration(seconds: float) -> str:
@@ -137,7 +137,7 @@ class Progress:
 
 def eta(sched: Scheduler) -> float:
     """Seconds left: the larger of the remaining critical path and remaining work per worker."""
-    from .schedule import TERMINAL
+    from .driver import TERMINAL
 
     left = [r for r in sched.runs.values() if r.status not in TERMINAL]
     if not left:

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from .cli import _fail, _guard, _store_options, check_out, main, open_writable_store
-from .cli_options import SECONDS, resolve_locations
-from .nightly import (
+from .story import _fail, _guard, _store_options, check_out, main, open_writable_store
+from .options import SECONDS, resolve_locations
+from ..jobs.nightly import (
     INVALID,
     SKIPPED,
     UNCHANGED,
@@ -18,8 +18,8 @@ from .nightly import (
     dry_run,
     run_nightly,
 )
-from .schedule import SchedulerOptions
-from .urls import canonical_location, printable
+from ..run.driver import SchedulerOptions
+from ..spec.urls import canonical_location, printable
 
 
 @main.command()

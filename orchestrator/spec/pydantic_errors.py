@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.errors import Loc
+from .errors import Loc
 
 _TYPE_NAMES = {
     "string_type": "a string",

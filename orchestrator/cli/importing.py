@@ -8,8 +8,8 @@ import tempfile
 
 import click
 
-from .cli import main
-from .errors import Problem
+from .story import main
+from ..spec.errors import Problem
 
 EXIT_INVALID = 2
 
@@ -46,7 +46,7 @@ def import_(file: str, fmt: str | None, output: str | None, unroll: int | None,
     Example:
       reelfarm import story.twee -o story.yaml --unroll 1 --all-options
     """
-    from .importers import ImportFailed, dump_manifest, import_file, load_defaults, read_limited
+    from ..importers import ImportFailed, dump_manifest, import_file, load_defaults, read_limited
 
     try:
         defaults = None

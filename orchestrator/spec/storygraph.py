@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
-from orchestrator.errors import Loc, Problem, format_path
-from orchestrator.manifest import Story
+from .errors import Loc, Problem, format_path
+from .manifest import Story
 
 Report = Callable[[Loc, str], Problem]
 """Turns a field path and a message into a :class:`Problem` (with a line, when known)."""

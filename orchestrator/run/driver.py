@@ -30,11 +30,11 @@ from pydantic import ValidationError
 
 from actors.backends import Backend, Resources, get_backend
 
-from .keys import master_key
-from .store import ActionRecord, BlobRef, CorruptBlob, Store
+from ..plan.keys import master_key
+from ..store import ActionRecord, BlobRef, CorruptBlob, Store
 
 if TYPE_CHECKING:
-    from .plan import RenderPlan, RenderTask
+    from ..plan.models import RenderPlan, RenderTask
     from .progress import Progress
 
 # task states
@@ -310,7 +310,7 @@ class Scheduler:
             return False
         if ref.sha256 not in self._sound_masters and not (
                 self.published and self.published(b.name, ref.sha256)):
-            from .cache import rehash
+            from ..store.cache import rehash
 
             actual = rehash(self.store, ref.sha256)
             if actual is not None:

@@ -51,15 +51,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from .errors import ManifestInvalid, Problem
-from .render import new_run_id
-from .urls import BadLocation, redact_url, without_userinfo
-from .urls import s3_endpoint as resolve_s3_endpoint
+from ..spec.errors import ManifestInvalid, Problem
+from ..run.render import new_run_id
+from ..spec.urls import BadLocation, redact_url, without_userinfo
+from ..spec.urls import s3_endpoint as resolve_s3_endpoint
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
 
-    from .manifest import Story
+    from ..spec.manifest import Story
 
 __all__ = [
     "TERMINAL_STATES",
@@ -417,10 +417,10 @@ def submission_id(story: str, manifest: bytes, *, store: str, out: str,
 
 
 def _read_manifest(source: str, s3_endpoint: str | None) -> tuple[bytes, Story]:
-    from .expand import PlanError, expand
-    from .loading import MAX_MANIFEST_BYTES, load_manifest
-    from .sources import read_source
-    from .store import StoreError
+    from ..plan.expand import PlanError, expand
+    from ..spec.loading import MAX_MANIFEST_BYTES, load_manifest
+    from ..store.sources import read_source
+    from ..store import StoreError
 
     try:
         data = read_source(source, s3_endpoint=s3_endpoint)
@@ -446,11 +446,11 @@ def _plan_digest(story: Story, store_url: str, s3_endpoint: str | None) -> str:
     Best effort: ``""`` when the store cannot be read from here (the job still runs; status
     then matches the run record by time alone).
     """
-    from .render import plan_story
-    from .store import open_store
+    from ..run.render import plan_story
+    from ..store import open_store
 
     if not store_url.startswith(("s3://", "file://")) and not os.path.isdir(store_url):
-        from .expand import expand
+        from ..plan.expand import expand
 
         # A store that does not exist yet has no salt; do not create it from here.
         return _keys_digest(t.key for t in expand(story, salt="").tasks)
@@ -603,7 +603,7 @@ def _status(d: JobDetails, address: str) -> JobStatus:
 def _find_run(meta: _Meta, start_ms: int | None, end_ms: int | None) -> dict[str, Any] | None:
     """The run record this job's render wrote: the run id it was given; for jobs submitted
     without one, the run of the same story started while the job ran (same render keys)."""
-    from .store import open_store
+    from ..store import open_store
 
     url = meta.store
     if not url.startswith(("s3://", "file://")) and not os.path.isdir(url):

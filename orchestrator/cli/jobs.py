@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from . import jobs as api
-from .cli import _print_problems, main
-from .errors import ManifestInvalid
-from .render import EXIT_FAILED, EXIT_INVALID
+from ..jobs import client as api
+from .story import _print_problems, main
+from ..spec.errors import ManifestInvalid
+from ..run.render import EXIT_FAILED, EXIT_INVALID
 
 ADDRESS_HELP = ("The Ray dashboard's HTTP address, e.g. http://127.0.0.1:8265 [default: "
                 "$RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS when it is an http:// URL].")

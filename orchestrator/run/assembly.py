@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .manifest import Profile
-from .store import ActionRecord, BlobRef, open_store
+from ..spec.manifest import Profile
+from ..store import ActionRecord, BlobRef, open_store
 
 
 def assemble_master(

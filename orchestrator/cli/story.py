@@ -20,11 +20,11 @@ import click
 
 from actors.media import MediaError
 
-from .cli_options import SECONDS, resolve_locations, resolve_s3_endpoint
-from .cli_options import store_options as _store_options
-from .errors import ManifestInvalid, Problem
-from .expand import PlanError
-from .render import (
+from .options import SECONDS, resolve_locations, resolve_s3_endpoint
+from .options import store_options as _store_options
+from ..spec.errors import ManifestInvalid, Problem
+from ..plan.expand import PlanError
+from ..run.render import (
     EXIT_INVALID,
     RayConnectError,
     RenderOptions,
@@ -34,9 +34,9 @@ from .render import (
     plan_story,
     render_story,
 )
-from .schedule import SchedulerOptions, Unplaceable, WorkerStartError
-from .store import LocalStore, StoreError, StoreMissing, open_store
-from .urls import BadLocation, canonical_location, printable
+from ..run.driver import SchedulerOptions, Unplaceable, WorkerStartError
+from ..store import LocalStore, StoreError, StoreMissing, open_store
+from ..spec.urls import BadLocation, canonical_location, printable
 
 
 def _fail(msg: str, code: int = EXIT_INVALID) -> None:
@@ -46,8 +46,8 @@ def _fail(msg: str, code: int = EXIT_INVALID) -> None:
 
 def _read(source: str, s3_endpoint: str | None = None):
     """Load and validate a manifest from a path or an s3:// URL: ``(manifest, problems)``."""
-    from .loading import load_manifest
-    from .sources import read_source
+    from ..spec.loading import load_manifest
+    from ..store.sources import read_source
 
     try:
         data = read_source(source, s3_endpoint=s3_endpoint)
@@ -203,7 +203,7 @@ def validate(files: tuple[str, ...], s3_endpoint: str | None) -> None:
     Example:
       reelfarm validate manifests/*.yaml
     """
-    from .expand import SHAPE_ONLY, expand
+    from ..plan.expand import SHAPE_ONLY, expand
 
     s3_endpoint = resolve_s3_endpoint(s3_endpoint, *files)
     bad = False
@@ -244,7 +244,7 @@ def open_writable_store(store_url: str, s3_endpoint: str | None):
 def check_out(out: str, s3_endpoint: str | None) -> None:
     """Refuse an output location that cannot be written (a file, /proc, a read-only mount)
     before anything is rendered for it."""
-    from .outputs import open_output
+    from ..store.outputs import open_output
 
     open_output(out, s3_endpoint=s3_endpoint).check_writable()
 
@@ -267,8 +267,8 @@ def plan(file: str, store_url: str | None, s3_endpoint: str | None, force: tuple
       reelfarm plan manifests/heist.yaml
       reelfarm plan manifests/heist.yaml --store s3://studio-renders/reelfarm --json
     """
-    from .expand import expand
-    from .schedule import Scheduler
+    from ..plan.expand import expand
+    from ..run.driver import Scheduler
 
     store_url, s3_endpoint = resolve_locations(store_url, s3_endpoint, file)
     m = _load(file, s3_endpoint)
@@ -335,7 +335,7 @@ def _print_plan(sched, doc: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .progress import fmt_duration
+    from ..run.progress import fmt_duration
 
     def text(value: Any) -> str:  # user text: no control characters, no rich markup
         return escape(printable(value))
@@ -378,7 +378,7 @@ def _print_plan(sched, doc: dict[str, Any]) -> None:
 
 
 def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from .store.base import run_path
+    from ..store.base import run_path
 
     if value is not None:
         try:
@@ -466,7 +466,7 @@ def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str |
             signal.signal(sig, signal.SIG_IGN)
     _print_summary(result)
     if package_:
-        from .cli_delivery import package_after_render
+        from .delivery import package_after_render
 
         package_after_render(m, store_url, s3_endpoint, result)
     sys.exit(result.exit_code)
@@ -506,18 +506,18 @@ def schema() -> None:
     Example:
       reelfarm schema > story.schema.json
     """
-    from .schema import story_json_schema
+    from ..spec.schema import story_json_schema
 
     click.echo(json.dumps(story_json_schema(), indent=2, sort_keys=True))
 
 
 # -- commands defined in their own modules ------------------------------------------------
 # Each module defines click commands and is registered here with one line.
-from .cli_cache import cache as _cache; main.add_command(_cache)  # noqa: E402, E702, I001
-from . import cli_jobs  # noqa: E402,F401,I001  (reelfarm submit, jobs, status, logs, cancel)
-from . import cli_nightly  # noqa: E402,F401  (reelfarm nightly)
-from . import cli_import  # noqa: E402,F401  (reelfarm import)
-from . import cli_delivery  # noqa: E402,F401  (reelfarm package, play)
+from .cache import cache as _cache; main.add_command(_cache)  # noqa: E402, E702, I001
+from . import jobs  # noqa: E402,F401,I001  (reelfarm submit, jobs, status, logs, cancel)
+from . import nightly  # noqa: E402,F401  (reelfarm nightly)
+from . import importing  # noqa: E402,F401  (reelfarm import)
+from . import delivery  # noqa: E402,F401  (reelfarm package, play)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

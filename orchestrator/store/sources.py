@@ -6,7 +6,7 @@ import errno
 import os
 import stat
 
-from .loading import MAX_MANIFEST_BYTES
+from ..spec.loading import MAX_MANIFEST_BYTES
 
 
 def read_source(source: str, *, s3_endpoint: str | None = None) -> bytes | None:
@@ -18,7 +18,7 @@ def read_source(source: str, *, s3_endpoint: str | None = None) -> bytes | None:
     if not source.startswith("s3://"):
         _check_regular(source)
         return None
-    from .store.s3_objects import read_object
+    from .s3_objects import read_object
 
     return read_object(source, endpoint_url=s3_endpoint, max_bytes=MAX_MANIFEST_BYTES + 1)
 

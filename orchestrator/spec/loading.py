@@ -34,9 +34,9 @@ from yaml.reader import Reader
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
-from orchestrator import pydantic_errors, storygraph
-from orchestrator.errors import Loc, ManifestInvalid, Problem, format_path
-from orchestrator.manifest import Story
+from . import pydantic_errors, storygraph
+from .errors import Loc, ManifestInvalid, Problem, format_path
+from .manifest import Story
 
 MAX_MANIFEST_BYTES = 2 * 1024 * 1024
 """The largest manifest accepted, in bytes (2 MiB)."""
