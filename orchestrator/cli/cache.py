@@ -1,4 +1,4 @@
-"""``reelfarm cache``: stats, verify, gc and salt of a store (logic in :mod:`.cache`)."""
+"""``reelfarm cache``: stats, verify, gc and salt of a store (logic in :mod:`orchestrator.store.cache`)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,8 @@ from typing import Any
 import click
 
 from ..store import cache as ops
-from ..store import DEFAULT_STORE, Store, StoreError, open_store
-
-STORE_HELP = f"Store URL: a directory, file:///dir or s3://bucket/prefix [default: {DEFAULT_STORE}]"
-
-
-def _store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
-                      help="Endpoint of an S3-compatible server (MinIO, Ceph RGW, ...).")(fn)
-    fn = click.option("--store", "store_url", envvar="REELFARM_STORE", help=STORE_HELP)(fn)
-    return fn
-
+from ..store import Store, StoreError, open_store
+from .common import _store_options
 
 def _with_store(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Open the store from --store/--s3-endpoint; a store error is one line and exit 2."""
@@ -202,3 +193,6 @@ def salt(store: Store, new: str | None) -> None:
     store.set_salt(new)
     click.echo(f"salt {old!r} -> {new!r}: every record made under the old salt is disowned; "
                "the next render renders everything", err=True)
+
+
+COMMANDS = [cache]

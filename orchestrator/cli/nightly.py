@@ -6,12 +6,12 @@ import sys
 
 import click
 
-from .story import _fail, _guard, _store_options, main
+from .common import _fail, _guard, _store_options
 from ..jobs.nightly import INVALID, UNCHANGED, NightlyError, NightlyOptions, StoryOutcome, run_nightly
 from ..run.driver import SchedulerOptions
 
 
-@main.command()
+@click.command()
 @click.argument("prefix")
 @_store_options
 @click.option("--out", "out", required=True, envvar="REELFARM_OUT", metavar="DIR|s3://...",
@@ -102,3 +102,6 @@ def _print_table(stories: list[StoryOutcome]) -> None:
                       str(s.failed + s.blocked), str(s.masters), str(s.masters_assembled),
                       f"{s.seconds:.1f}", s.source)
     Console(width=200, soft_wrap=True).print(table)
+
+
+COMMANDS = [nightly]

@@ -1,4 +1,4 @@
-"""The ``reelfarm`` command line.
+"""``reelfarm validate``, ``plan``, ``render`` and ``schema``: one story manifest at a time.
 
 Exit codes are stable: 0 done, 1 some shots failed (the rest are done), 2 invalid input,
 130 interrupted. Errors go to stderr; ``--json`` output on stdout is for machines only.
@@ -13,105 +13,16 @@ from typing import Any
 
 import click
 
-from ..spec.errors import ManifestInvalid, Problem
 from ..plan.expand import PlanError
-from ..run.render import (
-    EXIT_INVALID,
-    RayConnectError,
-    RenderOptions,
-    UnknownShots,
-    check_force,
-    dumps,
-    plan_story,
-    render_story,
-)
-from ..run.driver import SchedulerOptions, Unplaceable, WorkerStartError
-from ..store import DEFAULT_STORE, StoreError, open_store
-
-STORE_HELP = f"Store URL: a directory, file:///dir or s3://bucket/prefix [default: {DEFAULT_STORE}]"
-
-
-def _fail(msg: str, code: int = EXIT_INVALID) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(code)
-
-
-def _read(source: str, s3_endpoint: str | None = None):
-    """Load and validate a manifest from a path or an s3:// URL: ``(manifest, problems)``."""
-    from ..spec.loading import load_manifest
-    from ..store.sources import read_source
-
-    try:
-        data = read_source(source, s3_endpoint=s3_endpoint)
-    except (OSError, StoreError) as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        why = why.removeprefix(f"{source}: ")
-        return None, [Problem(source, None, None, "", f"cannot read: {why}")]
-    try:
-        return load_manifest(source, data), []
-    except ManifestInvalid as e:
-        return None, e.problems
-
-
-def _load(source: str, s3_endpoint: str | None = None):
-    """Load and validate a manifest, or exit 2 with one line per problem."""
-    m, problems = _read(source, s3_endpoint)
-    if problems:
-        _print_problems(problems)
-        sys.exit(EXIT_INVALID)
-    return m
-
-
-def _print_problems(problems: list[Problem]) -> None:
-    for p in problems:
-        click.echo(str(p), err=True)
-
-
-def _plan_problems(manifest, err: PlanError) -> list[Problem]:
-    return [manifest.problem(path, msg) for path, msg in err.problems]
-
-
-def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can cause into one clear line and exit 2, never a traceback."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except StoreError as e:
-            _fail(str(e))
-        except RayConnectError as e:
-            _fail(str(e))
-        except Unplaceable as e:
-            _fail(f"cannot place the plan on this cluster:\n{e}")
-        except WorkerStartError as e:
-            _fail(str(e), code=1)
-
-    return wrapper
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="reelfarm")
-def main() -> None:
-    """reelfarm renders branching, AI-generated movies on a Ray cluster.
-
-    A story manifest (reelfarm/v1) is expanded into a DAG of shot renders; every shot is cached
-    in a store under a content-derived key, so nothing renders twice; one master is assembled
-    per branch with ffmpeg.
-
-    \b
-    Start here:
-      reelfarm validate manifests/heist.yaml
-      reelfarm plan manifests/heist.yaml
-      reelfarm render manifests/heist.yaml
-    """
-
+from ..run.driver import SchedulerOptions
+from ..run.render import EXIT_INVALID, RenderOptions, UnknownShots, check_force, dumps, plan_story, render_story
+from ..store import open_store
+from .common import _fail, _guard, _load, _plan_problems, _print_problems, _read, _store_options
 
 # -- validate ------------------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
               help="Endpoint of an S3-compatible server, for s3:// manifests.")
@@ -149,14 +60,7 @@ def validate(files: tuple[str, ...], s3_endpoint: str | None) -> None:
 # -- plan ----------------------------------------------------------------------------------
 
 
-def _store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
-                      help="Endpoint of an S3-compatible server (MinIO, Ceph RGW, ...).")(fn)
-    fn = click.option("--store", "store_url", envvar="REELFARM_STORE", help=STORE_HELP)(fn)
-    return fn
-
-
-@main.command()
+@click.command()
 @click.argument("file")
 @_store_options
 @click.option("--force", "force", multiple=True, metavar="SHOT_ID",
@@ -269,7 +173,7 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
     return value
 
 
-@main.command()
+@click.command()
 @click.argument("file")
 @_store_options
 @click.option("--out", "out", metavar="DIR|s3://...",
@@ -351,7 +255,7 @@ def _print_summary(result) -> None:
 # -- schema --------------------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 def schema() -> None:
     """Print the JSON Schema of the story manifest (reelfarm/v1).
 
@@ -364,11 +268,4 @@ def schema() -> None:
     click.echo(json.dumps(story_json_schema(), indent=2, sort_keys=True))
 
 
-# -- commands defined in their own modules ------------------------------------------------
-# Each module defines click commands and is registered here with one line.
-from .cache import cache as _cache; main.add_command(_cache)  # noqa: E402, E702, I001
-from . import jobs  # noqa: E402,F401,I001  (reelfarm submit, jobs, status, logs, cancel)
-from . import nightly  # noqa: E402,F401  (reelfarm nightly)
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+COMMANDS = [validate, plan, render, schema]

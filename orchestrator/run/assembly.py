@@ -1,8 +1,8 @@
 """Assembly: one master per branch, its clips joined with ffmpeg's concat demuxer (stream copy).
 
-Runs as a Ray task next to the store (see :mod:`orchestrator.schedule`); masters are blobs in
-the store too, under a key made of their ordered clip digests, so an unchanged branch is never
-assembled twice.
+Runs as a Ray task next to the store (started by :mod:`.driver`); masters are blobs in the
+store too, under a key made of their ordered clip digests, so an unchanged branch is never
+assembled twice (:func:`stored_master` finds it).
 """
 
 from __future__ import annotations
@@ -11,8 +11,22 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..plan.keys import master_key
 from ..spec.manifest import Profile
-from ..store import ActionRecord, BlobRef, open_store
+from ..store import ActionRecord, BlobRef, Store, open_store
+
+
+def stored_master(store: Store, clips: list[BlobRef], profile: Profile
+                  ) -> tuple[str, ActionRecord | None]:
+    """The master key of these clips, and its record when the master is already in the store
+    (record and blob), so that it need not be assembled again."""
+    key = master_key([c.sha256 for c in clips], profile.model_dump())
+    rec = store.get_action(key)
+    if rec is None or "master" not in rec.outputs:
+        return key, None
+    if not all(store.has_blobs([rec.outputs["master"]]).values()):
+        return key, None
+    return key, rec
 
 
 def assemble_master(

@@ -5,30 +5,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 from .base import BlobRef, Store, sha256_file
-
-
-class Output(ABC):
-    url: str
-
-    @abstractmethod
-    def put_json(self, rel: str, doc: Any) -> None:
-        """Publish a JSON document at ``rel`` (replacing it)."""
-
-    @abstractmethod
-    def put_blob(self, rel: str, store: Store, ref: BlobRef) -> None:
-        """Publish a verified copy of a store blob at ``rel`` (skipped when identical)."""
-
-
-def _check_rel(rel: str) -> str:
-    parts = rel.split("/")
-    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"refusing output path {rel!r}")
-    return rel
+from .output_api import Output, check_output_rel
 
 
 class LocalOutput(Output):
@@ -37,7 +18,7 @@ class LocalOutput(Output):
         self.url = str(self.root)
 
     def put_json(self, rel: str, doc: Any) -> None:
-        dest = self.root / _check_rel(rel)
+        dest = self.root / check_output_rel(rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
         with os.fdopen(fd, "w") as f:
@@ -46,7 +27,7 @@ class LocalOutput(Output):
         os.replace(tmp, dest)
 
     def put_blob(self, rel: str, store: Store, ref: BlobRef) -> None:
-        dest = self.root / _check_rel(rel)
+        dest = self.root / check_output_rel(rel)
         if dest.exists() and sha256_file(dest)[0] == ref.sha256:
             return  # already published
         dest.parent.mkdir(parents=True, exist_ok=True)

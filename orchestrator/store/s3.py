@@ -79,6 +79,7 @@ from .base import (
     Store,
     StoreError,
     action_path,
+    check_rel,
     blob_path,
     sha256_file,
 )
@@ -208,15 +209,6 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         raise StoreError("s3:// store URL prefix must not contain '.' or '..'")
     prefix = "/".join(parts)
     return netloc, (prefix + "/" if prefix else "")
-
-
-def _check_rel(relpath: str) -> str:
-    parts = relpath.split("/")
-    if not relpath or relpath.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"path escapes the store or is not a plain relative path: {relpath!r}")
-    if "\\" in relpath or "\x00" in relpath:
-        raise ValueError(f"not a valid document path: {relpath!r}")
-    return relpath
 
 
 class _Source:
@@ -912,22 +904,22 @@ class S3Store(Store):
     # -- documents --------------------------------------------------------------------------
     def put_doc(self, relpath: str, data: bytes) -> None:
         ctype = "application/json" if relpath.endswith(".json") else "application/octet-stream"
-        self._put_small(self.key_for(_check_rel(relpath)), data, ctype)
+        self._put_small(self.key_for(check_rel(relpath)), data, ctype)
 
     def get_doc(self, relpath: str) -> bytes | None:
-        return self._get_small(self.key_for(_check_rel(relpath)))
+        return self._get_small(self.key_for(check_rel(relpath)))
 
     def list_docs(self, prefix: str) -> list[str]:
         prefix = prefix.strip("/")
         if prefix:
-            _check_rel(prefix)
+            check_rel(prefix)
             prefix += "/"
         base = self.key_for(prefix)
         out = [o["Key"][len(self.prefix) :] for o in self._list(base) if not o["Key"].endswith("/")]
         return sorted(out)
 
     def delete_doc(self, relpath: str) -> None:
-        self._delete(self.key_for(_check_rel(relpath)))
+        self._delete(self.key_for(check_rel(relpath)))
 
 
 class _NullSink:
