@@ -183,3 +183,12 @@ def test_stall_blocks_what_can_no_longer_run():
     state.stall()
     assert {r.status for r in state.runs.values()} == {BLOCKED}
     assert state.finished()
+
+
+def test_a_lookup_caches_found_records_unless_forced_and_says_why_the_rest_render():
+    state = RunState(_plan([None, 0, None]))
+    rec = SimpleNamespace(node="n1", outputs={})
+    state.looked_up({"k0": rec, "k1": "new key", "k2": rec}, force={"s2"})
+    assert [(r.status, r.reason) for r in state.runs.values()] == [
+        ("cached", "cached"), (PENDING, "new key"), (PENDING, "forced")]
+    assert state.runs["t0"].record is rec and state.needs_cluster()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ..plan.keys import master_key
 from ..spec.manifest import Profile
-from ..store import ActionRecord, BlobRef, Store, open_store
+from ..store import ActionRecord, BlobRef, CorruptBlob, Store, open_store
 
 
 def stored_master(store: Store, clips: list[BlobRef], profile: Profile
@@ -62,3 +63,42 @@ def assemble_master(
     )
     store.put_action(record)
     return record
+
+
+class Assembler:
+    """Masters on the cluster: each one a Ray task beside the store (every Ray call for
+    assembly is here). The driver hands it branches whose clips all exist."""
+
+    def __init__(self, store_url: str, s3_endpoint: str | None, profile: Profile) -> None:
+        self.store_url = store_url
+        self.s3_endpoint = s3_endpoint
+        self.profile = profile
+        self.running: dict[Any, Any] = {}  # Ray ref -> branch
+
+    def start(self, branch: Any, key: str, clips: list[BlobRef]) -> None:
+        import ray
+
+        ref = ray.remote(assemble_master).options(num_cpus=0, max_retries=1).remote(
+            self.store_url, self.s3_endpoint, key, clips, self.profile
+        )
+        self.running[ref] = branch
+
+    def refs(self) -> list[Any]:
+        return list(self.running)
+
+    def collect(self, ref: Any) -> tuple[Any, ActionRecord | CorruptBlob | BaseException]:
+        """The branch a finished assembly was for, and its record, the corrupt blob it found,
+        or the error it raised."""
+        import ray
+
+        branch = self.running.pop(ref)
+        try:
+            return branch, ray.get(ref)
+        except Exception as err:  # noqa: BLE001 - classified by the caller
+            return branch, getattr(err, "cause", None) or err
+
+    def cancel(self) -> None:
+        import ray
+
+        for ref in list(self.running):
+            ray.cancel(ref, force=True)

@@ -18,14 +18,14 @@ assembled as soon as all of a branch's clips exist. Listeners (:mod:`.events`) h
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..store import ActionRecord, CorruptBlob, Store
+from ..store import CorruptBlob, Store
 from ..store.lookup import lookup
 from . import policy
-from .assembly import stored_master
+from .assembly import Assembler, stored_master
 from .pool import (
     Corrupt,
     Lost,
@@ -35,7 +35,6 @@ from .pool import (
     Worker,
     WorkerPool,
     WorkerStartError,
-    describe,
     one_line,
 )
 from .state import (
@@ -96,7 +95,7 @@ class Scheduler:
         self.runs: dict[str, TaskRun] = self.state.runs
         self.branches: list[BranchRun] = self.state.branches
         self.pool = WorkerPool(store_url, s3_endpoint, self.opts.max_workers)
-        self.assembling: dict[Any, BranchRun] = {}
+        self.assembly = Assembler(store_url, s3_endpoint, plan.profile)
         self.corrupt: list[dict[str, str]] = []
         self.started = time.monotonic()
         self._ready: dict[str, policy.Ready] = {}
@@ -104,9 +103,7 @@ class Scheduler:
         self._rank = policy.branch_ranks(plan)
         self._preview = (frozenset(policy.preview_segments(plan)) if self.opts.preview_first
                          else frozenset())
-        self._measured: dict[tuple[str, str | None], list[float]] = defaultdict(lambda: [0.0, 0])
-        self._load_cost: dict[str | None, float] = {}
-        self._remaining = dict(plan.remaining_seconds)
+        self.estimates = policy.Estimates(plan.remaining_seconds)
         self._last_grow = self._last_prio = 0.0
         self._starving_since: float | None = None
         self._last_starving_note = 0.0
@@ -118,7 +115,7 @@ class Scheduler:
 
     @property
     def remaining(self) -> dict[str, float]:
-        return self._remaining
+        return self.estimates.remaining
 
     @property
     def _wid(self):  # the pool's id counter (the next worker's id)
@@ -135,23 +132,10 @@ class Scheduler:
         """Mark tasks whose records exist (and whose blobs are present) as cached (see
         :mod:`orchestrator.store.lookup` for the requests it makes)."""
         found = lookup(self.store, self.plan.story, [t.key for t in self.plan.tasks])
-        for tid, run in self.runs.items():
-            got = found[run.task.key]
-            if run.task.shot in force or tid in force:
-                run.reason = "forced"
-            elif isinstance(got, str):
-                run.reason = got
-            else:
-                self.state.cached(run, got)
+        self.state.looked_up(found, force)
 
     def records(self) -> dict[str, dict[str, Any]]:
-        """A compact copy of every action record this run used or made, by key (kept in the
-        run record so that the next lookup need not GET each record)."""
-        return {
-            r.record.key: r.record.model_dump(mode="json", exclude={"key"})
-            for r in self.runs.values()
-            if r.record is not None
-        }
+        return self.state.records()
 
     def lookup_masters(self) -> None:
         """Mark branches whose master is already in the store (all clips cached) as done."""
@@ -160,8 +144,7 @@ class Scheduler:
                 self._reuse_master(b)
 
     def needs_cluster(self) -> bool:
-        return any(r.status != CACHED for r in self.runs.values()) or any(
-            b.status != "done" for b in self.branches)
+        return self.state.needs_cluster()
 
     def _reuse_master(self, b: BranchRun) -> bool:
         b.key, rec = stored_master(self.store, self.state.clips(b), self.plan.profile)
@@ -200,7 +183,7 @@ class Scheduler:
                 self._report_starvation(now)
                 waiting = [w.ref for w in self.workers.values() if w.ref is not None]
                 waiting += [w.ready_ref for w in self.pool.starting()]
-                waiting += list(self.assembling)
+                waiting += self.assembly.refs()
                 if waiting:
                     done, rest = ray.wait(waiting, num_returns=1, timeout=0.25)
                     if done and rest:  # take every result that is already in, not one a turn
@@ -258,11 +241,8 @@ class Scheduler:
         return sum(1 for w in self.workers.values() if w.ready)
 
     def shutdown(self) -> None:
-        import ray
-
         self.pool.shutdown()
-        for ref in list(self.assembling):
-            ray.cancel(ref, force=True)
+        self.assembly.cancel()
 
     # -- the ready queue and dispatch ------------------------------------------------------
     def _queue(self, run: TaskRun) -> None:
@@ -273,7 +253,7 @@ class Scheduler:
             run.avoid)
 
     def _priority(self, run: TaskRun) -> tuple:
-        return policy.priority(run.task, self._remaining, self._rank, self._preview,
+        return policy.priority(run.task, self.estimates.remaining, self._rank, self._preview,
                                self._order[run.task.id])
 
     def _dispatch(self, now: float) -> None:
@@ -283,7 +263,8 @@ class Scheduler:
         ready = [r for tid, r in self._ready.items() if self.runs[tid].status == READY]
         chosen = policy.assign(
             ready, [policy.Idle(w.id, w.pool, w.model) for w in idle], now=now,
-            remaining=self._remaining, switch_cost=self._load_cost)
+            remaining=self.estimates.remaining,
+            switch_cost=self.estimates.load_cost)
         for wid, tid in chosen:
             w, run = self.workers[wid], self.runs[tid]
             del self._ready[tid]
@@ -296,15 +277,9 @@ class Scheduler:
         """Refine estimates from measured seconds per frame, then re-order the ready queue."""
         self._ready = {tid: r for tid, r in self._ready.items()
                        if self.runs[tid].status == READY}
-        if not self._measured:
-            return
-        est: dict[str, float] = {}
-        for t in self.plan.tasks:
-            m = self._measured.get((t.backend, self.pool.model_of.get(t.id)))
-            est[t.id] = t.frames * (m[0] / m[1]) if m and m[1] else t.est_seconds
-        self._remaining = policy.remaining_seconds(self.plan.tasks, self.plan.dependents, est)
-        for tid in self._ready:
-            self._queue(self.runs[tid])
+        if self.estimates.refine(self.plan, self.pool.model_of):
+            for tid in self._ready:
+                self._queue(self.runs[tid])
 
     # -- workers ---------------------------------------------------------------------------
     def _check_placeable(self) -> None:
@@ -323,10 +298,8 @@ class Scheduler:
     def _report_starvation(self, now: float) -> None:
         """Say so, every half minute, while ready work waits for actors Ray cannot place yet
         (an autoscaler may be adding nodes, or other jobs hold the resources)."""
-        idle_pools = {w.pool for w in self.workers.values() if w.ready}
         waiting = {r.pool for tid, r in self._ready.items() if self.runs[tid].status == READY}
-        starving = [p for p in self.pool.pools.values()
-                    if p.key not in idle_pools and p.key in waiting]
+        starving = self.pool.starving(waiting)
         if not starving:
             self._starving_since = None
             return
@@ -335,17 +308,12 @@ class Scheduler:
             return
         if now - self._last_starving_note >= STARVING_NOTE_EVERY_S and self.progress:
             self._last_starving_note = now
-            pending = len(self.pool.starting())
-            offer = "; ".join(describe(n) for n in self.pool.nodes())
-            for p in starving:
-                self.progress.note(
-                    f"waiting {now - self._starving_since:.0f}s for Ray to start renderer actors "
-                    f"({p.label}; {pending} pending); the cluster offers: {offer}"
-                )
+            for line in self.pool.starving_notes(starving, now - self._starving_since):
+                self.progress.note(line)
 
     # -- completions -----------------------------------------------------------------------
     def _complete(self, ref: Any) -> None:
-        if ref in self.assembling:
+        if ref in self.assembly.running:
             self._assembled(ref)
             return
         for w in list(self.workers.values()):
@@ -362,12 +330,8 @@ class Scheduler:
         if isinstance(outcome, Rendered):
             rec = outcome.record
             ready = self.state.rendered(run, rec)
-            model = self.pool.model_of[run.task.id]
-            m = self._measured[(run.task.backend, model)]
-            m[0] += max(0.0, rec.seconds - rec.load_seconds)
-            m[1] += run.task.frames
-            if rec.load_seconds:
-                self._load_cost[model] = rec.load_seconds
+            self.estimates.measure(run.task.backend, self.pool.model_of[run.task.id],
+                                   run.task.frames, rec.seconds, rec.load_seconds)
             if self.progress:
                 self.progress.task_finished(self, run)
             for d in ready:
@@ -431,37 +395,23 @@ class Scheduler:
 
     # -- branches --------------------------------------------------------------------------
     def _refresh_branches(self) -> None:
-        import ray
-
-        from .assembly import assemble_master
-
         for b in self.state.branches_to_assemble():
             if self._reuse_master(b):
                 if self.progress:
                     self.progress.branch_finished(self, b)
                 continue
             b.status = "assembling"
-            ref = ray.remote(assemble_master).options(num_cpus=0, max_retries=1).remote(
-                self.store_url, self.s3_endpoint, b.key, self.state.clips(b), self.plan.profile
-            )
-            self.assembling[ref] = b
+            self.assembly.start(b, b.key, self.state.clips(b))
 
     def _assembled(self, ref: Any) -> None:
-        import ray
-
-        b = self.assembling.pop(ref)
-        try:
-            rec: ActionRecord = ray.get(ref)
-        except Exception as err:  # noqa: BLE001 - classified below
-            cause = getattr(err, "cause", None) or err
-            if isinstance(cause, CorruptBlob):
-                b.status = "waiting"
-                self._corrupt(cause.digest, found_by=f"master {b.name}")
-                return
-            b.status, b.error = "failed", one_line(cause)
-            if self.progress:
-                self.progress.branch_finished(self, b)
+        b, got = self.assembly.collect(ref)
+        if isinstance(got, CorruptBlob):
+            b.status = "waiting"
+            self._corrupt(got.digest, found_by=f"master {b.name}")
             return
-        self.state.branch_done(b, rec.outputs["master"], rec.frames, cached=False)
+        if isinstance(got, BaseException):
+            b.status, b.error = "failed", one_line(got)
+        else:
+            self.state.branch_done(b, got.outputs["master"], got.frames, cached=False)
         if self.progress:
             self.progress.branch_finished(self, b)

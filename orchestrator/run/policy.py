@@ -88,6 +88,36 @@ def remaining_seconds(tasks: Sequence[RenderTask], dependents: Mapping[str, Iter
     return rem
 
 
+class Estimates:
+    """Seconds each task is expected to take, refined from measured seconds per frame of each
+    (backend, model) as the run goes, and the model load times seen (a switch's cost)."""
+
+    def __init__(self, remaining: Mapping[str, float]) -> None:
+        self.remaining: dict[str, float] = dict(remaining)
+        self.load_cost: dict[str | None, float] = {}
+        self._measured: dict[tuple[str, str | None], list[float]] = defaultdict(
+            lambda: [0.0, 0])
+
+    def measure(self, backend: str, model: str | None, frames: int, seconds: float,
+                load_seconds: float) -> None:
+        m = self._measured[(backend, model)]
+        m[0] += max(0.0, seconds - load_seconds)
+        m[1] += frames
+        if load_seconds:
+            self.load_cost[model] = load_seconds
+
+    def refine(self, plan: RenderPlan, model_of: Mapping[str, str | None]) -> bool:
+        """Recompute the remaining paths from what was measured; False when nothing was."""
+        if not self._measured:
+            return False
+        est: dict[str, float] = {}
+        for t in plan.tasks:
+            m = self._measured.get((t.backend, model_of.get(t.id)))
+            est[t.id] = t.frames * (m[0] / m[1]) if m and m[1] else t.est_seconds
+        self.remaining = remaining_seconds(plan.tasks, plan.dependents, est)
+        return True
+
+
 def assign(ready: Iterable[Ready], idle: Sequence[Idle], *, now: float,
            remaining: Mapping[str, float],
            switch_cost: Mapping[str | None, float] | None = None) -> list[tuple[int, str]]:

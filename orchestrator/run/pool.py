@@ -237,6 +237,17 @@ class WorkerPool:
             _kill(w.handle)
         self.workers.clear()
 
+    def starving(self, waiting: set) -> list[Pool]:
+        """The pools among ``waiting`` (pools with ready work) that have no ready actor."""
+        up = {w.pool for w in self.workers.values() if w.ready}
+        return [p for p in self.pools.values() if p.key not in up and p.key in waiting]
+
+    def starving_notes(self, pools: list[Pool], waited_s: float) -> list[str]:
+        pending = len(self.starting())
+        offer = "; ".join(describe(n) for n in self.nodes())
+        return [f"waiting {waited_s:.0f}s for Ray to start renderer actors ({p.label}; "
+                f"{pending} pending); the cluster offers: {offer}" for p in pools]
+
     def model_switches(self) -> int:
         return sum(w.switches for w in self.workers.values()) + self.retired_switches
 

@@ -9,8 +9,9 @@ which tasks are ready.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..store.base import ActionRecord, BlobRef
 
@@ -91,7 +92,34 @@ class RunState:
             return None
         return self.runs[run.task.upstream].record.outputs["last_frame"]
 
+    def needs_cluster(self) -> bool:
+        return any(r.status != CACHED for r in self.runs.values()) or any(
+            b.status != "done" for b in self.branches)
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """A compact copy of every action record this run used or made, by key (kept in the
+        run record so that the next lookup need not GET each record)."""
+        return {
+            r.record.key: r.record.model_dump(mode="json", exclude={"key"})
+            for r in self.runs.values()
+            if r.record is not None
+        }
+
     # -- transitions -----------------------------------------------------------------------
+    def looked_up(self, found: Mapping[str, ActionRecord | str],
+                  force: Collection[str] = frozenset()) -> None:
+        """Apply a cache lookup (:func:`orchestrator.store.lookup.lookup`: by key, a usable
+        record or why not): tasks with a record are cached, unless their shot or id is in
+        ``force``; every other task gets its reason to render."""
+        for tid, run in self.runs.items():
+            got = found[run.task.key]
+            if run.task.shot in force or tid in force:
+                run.reason = "forced"
+            elif isinstance(got, str):
+                run.reason = got
+            else:
+                self.cached(run, got)
+
     def cached(self, run: TaskRun, record: ActionRecord) -> None:
         run.status, run.record, run.reason = CACHED, record, "cached"
         run.node, run.seconds = record.node, 0.0
