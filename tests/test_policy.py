@@ -22,7 +22,8 @@ def test_longest_remaining_path_goes_first():
 
 
 def test_preview_first_and_branch_order_break_before_plan_order():
-    ready = [_ready("later-branch", prio=(1, -5.0, 1, 0)), _ready("first-branch", prio=(1, -5.0, 0, 1)),
+    ready = [_ready("later-branch", prio=(1, -5.0, 1, 0)),
+             _ready("first-branch", prio=(1, -5.0, 0, 1)),
              _ready("preview", prio=(0, -1.0, 3, 2))]
     got = assign(ready, [Idle(1, "p"), Idle(2, "p"), Idle(3, "p")], now=0,
                  remaining={"later-branch": 5, "first-branch": 5, "preview": 1})

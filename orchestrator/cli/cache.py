@@ -1,4 +1,5 @@
-"""``reelfarm cache``: stats, verify, gc and salt of a store (logic in :mod:`orchestrator.store.cache`)."""
+"""``reelfarm cache``: stats, verify, gc and salt of a store (the logic is in
+:mod:`orchestrator.store.cache`)."""
 
 from __future__ import annotations
 

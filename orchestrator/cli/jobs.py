@@ -1,8 +1,8 @@
 """``reelfarm submit``, ``jobs``, ``status``, ``logs`` and ``cancel``: renders as Ray jobs.
 
-The logic is in :mod:`orchestrator.jobs.client` (the Python API with the same verbs). Exit codes: 0 done; 1 a job
-``submit --wait`` waited for failed or was stopped; 2 invalid input, an unknown job, a cluster
-that cannot be reached or refuses the token.
+The logic is in :mod:`orchestrator.jobs.client` (the Python API with the same verbs). Exit
+codes: 0 done; 1 a job ``submit --wait`` waited for failed or was stopped; 2 invalid input, an
+unknown job, a cluster that cannot be reached or refuses the token.
 """
 
 from __future__ import annotations

@@ -7,7 +7,14 @@ import sys
 import click
 
 from .common import _fail, _guard, _store_options
-from ..jobs.nightly import INVALID, UNCHANGED, NightlyError, NightlyOptions, StoryOutcome, run_nightly
+from ..jobs.nightly import (
+    INVALID,
+    UNCHANGED,
+    NightlyError,
+    NightlyOptions,
+    StoryOutcome,
+    run_nightly,
+)
 from ..run.driver import SchedulerOptions
 
 

@@ -14,7 +14,15 @@ import click
 
 from ..plan.expand import PlanError
 from ..run.driver import SchedulerOptions
-from ..run.render import EXIT_INVALID, RenderOptions, UnknownShots, check_force, dumps, plan_story, render_story
+from ..run.render import (
+    EXIT_INVALID,
+    RenderOptions,
+    UnknownShots,
+    check_force,
+    dumps,
+    plan_story,
+    render_story,
+)
 from ..store import open_store
 from .common import _fail, _guard, _load, _plan_problems, _print_problems, _read, _store_options
 

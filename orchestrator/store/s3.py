@@ -18,9 +18,10 @@ Layout under the prefix is the one of :mod:`orchestrator.store.base`. Behaviour:
 * **Reads** stream, hash and compare; a mismatch raises :class:`CorruptBlob`. ``get_file``
   writes a temporary file beside the destination and renames it only when the digest matches.
 * **Retries**: one bounded loop (exponential backoff, full jitter; :mod:`.s3_requests` says why
-  not botocore's retry modes) around every request, including reading response bodies, on throttling (503 SlowDown, 429), server errors (500, 502, 503,
-  504), request timeouts and dropped connections. botocore's own retries are switched off (its
-  ``standard`` mode with one attempt) so attempts never multiply.
+  not botocore's retry modes) around every request, including reading response bodies, on
+  throttling (503 SlowDown, 429), server errors (500, 502, 503, 504), request timeouts and
+  dropped connections. botocore's own retries are switched off (its ``standard`` mode with one
+  attempt) so attempts never multiply.
 * **Batched lookups** (``get_actions``, ``has_blobs``, ``action_sizes``) run concurrently on a
   thread pool (``concurrency``, default 32), never as sequential round trips. Existence checks
   (``has_blobs``, ``action_sizes``) of more than ``list_threshold`` (default 64) objects list
@@ -87,7 +88,8 @@ from .s3_writes import MIN_PART_SIZE, MiB, S3Writes, _NullSink, _Source
 # The store is one class made of its concerns, each a module of its own: errors and redaction
 # (s3_errors), requests with retries (s3_requests), listing (s3_listing), conditional and
 # multipart writes (s3_writes). The names below stay importable from here.
-__all__ = ["S3Store", "parse_s3_url", "redact", "_b64sha256", "_hex_to_b64", "_safe_url", "_NullSink"]
+__all__ = ["S3Store", "parse_s3_url", "redact", "_b64sha256", "_hex_to_b64", "_safe_url",
+           "_NullSink"]
 
 log = logging.getLogger("reelfarm.store.s3")
 

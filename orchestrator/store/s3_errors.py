@@ -89,8 +89,9 @@ def _safe_url(url: str | None) -> str:
 
 
 class S3Errors:
-    """Classifies botocore's exceptions and turns them into one-line store errors (:class:`StoreError`).
-    Expects ``_session``, ``url``, ``endpoint`` and ``bucket`` on the store."""
+    """Classifies botocore's exceptions and turns them into one-line store errors
+    (:class:`StoreError`). Expects ``_session``, ``url``, ``endpoint`` and ``bucket`` on the
+    store."""
 
     _session: Any
     url: str
