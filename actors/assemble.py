@@ -77,8 +77,8 @@ def concat_list(paths: Sequence[Path]) -> str:
 
 
 def probe_workers() -> int:
-    """How many clips :func:`check_clips` probes at once: each probe is an ffmpeg process, so the
-    threads only wait; a few per core keeps the cores busy while processes start and exit."""
+    """How many clips :func:`check_clips` probes at once: PyAV reads and demuxes with the GIL
+    released, so threads overlap the reads; a few per core keeps the cores busy."""
     return max(2, min(32, 4 * (os.cpu_count() or 1)))
 
 

@@ -1,19 +1,17 @@
-"""The ffmpeg binary and what a clip holds, read by ffmpeg itself (there is no ffprobe).
+"""The ffmpeg binary, and what a clip holds, read with PyAV (FFmpeg's libraries).
 
-:func:`probe` runs ``ffmpeg -i CLIP -map 0:v:0 -c copy -f framecrc -``: the stream copy touches
-no pixels, so it is fast, and the ``framecrc`` muxer prints the exact time base, codec and size
-of the video stream and one line per packet (timestamps, duration, size, a CRC of its bytes and
-its flags). The input's stream lines on stderr add what framecrc leaves out: the pixel format,
-the H.264 profile and whether there is audio.
+:func:`probe` opens the container with PyAV and demuxes the first video stream without decoding
+(no pixels are touched, so it is fast): codec, profile, pixel format, size, time base and codec
+headers come from the stream's parameters, and one :class:`Packet` per packet (timestamps,
+duration, size, an Adler-32 of its bytes as ffmpeg's ``framecrc`` prints it, keyframe flag).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
-import subprocess
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -113,136 +111,63 @@ class ClipInfo:
         return bool(self.keyframes) and self.keyframes[0] == 0
 
 
-_PACKET = re.compile(
-    r"^(\d+),\s*(-?\d+|NOPTS),\s*(-?\d+|NOPTS),\s*(-?\d+),\s*(\d+),\s*(0x[0-9a-fA-F]+)(.*)$"
-)
-_FLAGS = re.compile(r"F=0x([0-9a-fA-F]+)")
-_HEADER = re.compile(r"^#(\w+) (\d+):\s*(.*)$")
-_STREAM = re.compile(r"^\s*Stream #\d+:\d+\S*: (Video|Audio|Subtitle|Data|Attachment): (.*)$")
-_FPS = re.compile(r"(\d+(?:\.\d+)?k?) fps")
-
-
-def _split_top(text: str) -> list[str]:
-    """Split a stream description on commas that are not inside parentheses or brackets."""
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        if ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur).strip())
-    return parts
-
-
-def _ts(text: str) -> int | None:
-    return None if text == "NOPTS" else int(text)
-
-
-def probe(path: str | os.PathLike[str], *, packets: bool = False, timeout: float = 600) -> ClipInfo:
+def probe(path: str | os.PathLike[str], *, packets: bool = False) -> ClipInfo:
     """Describe the first video stream of ``path``; ``packets=True`` keeps every packet."""
+    import av
+
     path = Path(path)
     if not path.is_file():
         raise ProbeError(f"{path}: no such file")
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)]
-    cmd += ["-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ProbeError(f"{path}: ffmpeg took longer than {timeout}s to read it") from exc
-    out = proc.stdout.decode("utf-8", "replace")
-    err = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        raise ProbeError(f"{path}: ffmpeg cannot read it: {_tail(err)}")
-    return _parse(path, out, err, keep_packets=packets)
-
-
-def _tail(text: str, lines: int = 8) -> str:
-    kept = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return " | ".join(kept[-lines:]) or "(no output)"
-
-
-def _parse(path: Path, out: str, err: str, *, keep_packets: bool) -> ClipInfo:
-    headers: dict[str, str] = {}
-    pkts: list[Packet] = []
-    for line in out.splitlines():
-        if line.startswith("#"):
-            m = _HEADER.match(line)
-            if m and m.group(2) == "0":
-                headers[m.group(1)] = m.group(3).strip()
-            continue
-        m = _PACKET.match(line)
-        if not m:
-            continue
-        flags = _FLAGS.search(m.group(7))
-        # framecrc prints F=... only when the flags are not exactly "keyframe"
-        key = True if flags is None else bool(int(flags.group(1), 16) & 1)
-        pkts.append(
-            Packet(
-                pts=_ts(m.group(3)),
-                dts=_ts(m.group(2)),
-                duration=int(m.group(4)),
-                size=int(m.group(5)),
-                crc=m.group(6).lower(),
-                keyframe=key,
-            )
-        )
-
-    video, has_audio = None, False
-    section = err.split("Stream mapping:", 1)[0]  # the input's streams, not the output's
-    for line in section.splitlines():
-        m = _STREAM.match(line)
-        if not m:
-            continue
-        if m.group(1) == "Video" and video is None:
-            video = m.group(2)
-        elif m.group(1) == "Audio":
-            has_audio = True
-    if video is None or "tb" not in headers:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ProbeError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            ctx = stream.codec_context
+            has_audio = bool(container.streams.audio)
+            pkts = [
+                Packet(pts=p.pts, dts=p.dts, duration=int(p.duration or 0), size=p.size,
+                       crc=f"0x{zlib.adler32(bytes(p), 0):08x}", keyframe=bool(p.is_keyframe))
+                for p in container.demux(stream)
+                if p.size  # the demuxer's final empty packet
+            ]
+            time_base = stream.time_base
+            codec, pix_fmt = ctx.name, ctx.pix_fmt or ""
+            width, height = ctx.width, ctx.height
+            profile = stream.profile
+            extradata = ctx.extradata
+            rate = stream.average_rate or stream.guessed_rate
+    except ProbeError:
+        raise
+    except av.FFmpegError as exc:
+        raise ProbeError(f"{path}: ffmpeg cannot read it: {exc}") from None
+    if time_base is None:
         raise ProbeError(f"{path}: no video stream")
+    if not width or not height:
+        raise ProbeError(f"{path}: cannot read the frame size")
+    extra = f"{len(extradata)}:0x{zlib.adler32(extradata, 0):08x}" if extradata else None
 
-    parts = _split_top(video)
-    first = parts[0].split()
-    codec = headers.get("codec_id") or first[0]
-    prof = re.match(r"^\S+ \(([^)]*)\)", parts[0])
-    pix_fmt = parts[1].split("(")[0].strip() if len(parts) > 1 else ""
-    num, _, den = headers["tb"].partition("/")
-    time_base = Fraction(int(num), int(den or 1))
-    dims = headers.get("dimensions", "")
-    dm = re.match(r"^(\d+)x(\d+)$", dims) or re.search(r"\b(\d{1,5})x(\d{1,5})\b", video)
-    if not dm:
-        raise ProbeError(f"{path}: cannot read the frame size from {video!r}")
-    extra = headers.get("extradata")
-    if extra:
-        size, _, crc = extra.partition(",")
-        extra = f"{size.strip()}:{crc.strip().lower()}"
-
+    time_base = Fraction(time_base)
     durations = [p.duration for p in pkts if p.duration > 0]
     if durations:
         common = Counter(durations).most_common(1)[0][0]
         fps = Fraction(1) / (common * time_base)
     else:
-        fm = _FPS.search(video)
-        text = fm.group(1) if fm else "0"
-        fps = Fraction(text[:-1]) * 1000 if text.endswith("k") else Fraction(text)
+        fps = Fraction(rate) if rate else Fraction(0)
 
     return ClipInfo(
         path=str(path),
         frames=len(pkts),
-        width=int(dm.group(1)),
-        height=int(dm.group(2)),
+        width=int(width),
+        height=int(height),
         fps=fps,
         codec=codec,
         pix_fmt=pix_fmt,
         time_base=time_base,
         has_audio=has_audio,
-        codec_profile=prof.group(1) if prof else None,
+        codec_profile=profile or None,
         extradata=extra,
         keyframes=tuple(i for i, p in enumerate(pkts) if p.keyframe),
         duration_ticks=sum(p.duration for p in pkts),
-        packets=tuple(pkts) if keep_packets else (),
+        packets=tuple(pkts) if packets else (),
     )

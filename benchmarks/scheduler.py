@@ -13,7 +13,7 @@ CPU, so N sleeping renderers fit on a small machine) and measures, in one run:
   the idle cluster; its median is the fixed cost below;
 * ``lower_bound_s = max(critical path, total work / N)``, where a task's work is its sleep plus
   the measured fixed cost; ``lower_bound_sleep_only_s`` is the same bound from the sleeps alone;
-* ``reelfarm``: the real :class:`orchestrator.schedule.Scheduler` with a local store in a
+* ``reelfarm``: the real :class:`orchestrator.run.driver.Scheduler` with a local store in a
   temporary directory, its actors started (``Scheduler.start_workers``) before the clock, as
   the baselines' workers are; ``makespan_s`` runs from ``Scheduler.run()`` until the last clip
   is in the store, ``total_s`` also includes assembling the masters, and

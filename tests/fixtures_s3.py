@@ -20,13 +20,49 @@ Fixtures:
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-__all__ = ["s3_client", "s3_endpoint", "s3_url"]
+__all__ = ["Requests", "s3_client", "s3_endpoint", "s3_url"]
+
+
+class Requests:
+    """Counts what a boto3 client sends, with botocore event hooks on that client:
+
+    * ``by_op``: HTTP requests by method (``"GET list"`` for a listing), every attempt, retries
+      included (``before-send``), and ``total``;
+    * ``ops``: API calls by operation name (``before-call``: once per call), and ``writes()``.
+    """
+
+    WRITES = ("PutObject", "CopyObject", "CreateMultipartUpload", "UploadPart")
+
+    def __init__(self, client: Any) -> None:
+        self.by_op: dict[str, int] = {}
+        self.ops: Counter = Counter()
+        self.lock = threading.Lock()
+        client.meta.events.register("before-send.s3", self._sent)
+        client.meta.events.register("before-call.s3", self._called)
+
+    def _sent(self, request: Any, **_: Any) -> None:
+        op = request.method + (" list" if "list-type=2" in str(request.url) else "")
+        with self.lock:
+            self.by_op[op] = self.by_op.get(op, 0) + 1
+
+    def _called(self, model: Any, **_: Any) -> None:
+        with self.lock:
+            self.ops[model.name] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_op.values())
+
+    def writes(self) -> int:
+        return sum(n for op, n in self.ops.items() if op in self.WRITES)
 
 # Distinctive dummy credentials: tests assert they never appear in messages.
 DUMMY_ACCESS_KEY = "AKIAREELFARMTEST0001"

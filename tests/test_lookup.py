@@ -12,19 +12,19 @@ Tests that damage the store put back exactly what they took, so they may run in 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from backends_for_tests import SleepBackend, use
-from fixtures_s3 import _empty_prefix, new_s3_location
+from fixtures_s3 import Requests, _empty_prefix, new_s3_location
 from storybuild import shot, story
 
 from orchestrator.plan.expand import expand
 from orchestrator.run.render import RenderOptions, render_story
-from orchestrator.run.driver import CACHED, Scheduler
+from orchestrator.run.driver import Scheduler
+from orchestrator.run.state import CACHED
 from orchestrator.store import ActionRecord, open_store
 from orchestrator.store.base import action_path, blob_path
 from orchestrator.store.s3 import S3Store
@@ -53,24 +53,6 @@ def big_story() -> Any:
     return story(segs, name="lookup", renderer={"backend": "lookup-solid"})
 
 
-class Requests:
-    """Counts the requests a store's client sends (``before-send``), by method and listing."""
-
-    def __init__(self, store: S3Store) -> None:
-        self.by_op: dict[str, int] = {}
-        self.lock = threading.Lock()
-        store.client.meta.events.register("before-send.s3", self)
-
-    def __call__(self, request: Any, **_: Any) -> None:
-        op = request.method + (" list" if "list-type=2" in str(request.url) else "")
-        with self.lock:
-            self.by_op[op] = self.by_op.get(op, 0) + 1
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_op.values())
-
-
 @pytest.fixture(scope="module")
 def cached(ray_cluster, s3_client: Any, tmp_path_factory) -> Iterator[dict[str, Any]]:
     bucket, prefix = new_s3_location(s3_client, "reelfarm-lookup")
@@ -88,7 +70,7 @@ def lookup(url: str) -> tuple[Scheduler, Requests]:
     """A fresh store (its own client), the plan, and the lookup's requests counted."""
     store = S3Store(url)
     plan = expand(big_story(), salt=store.salt)
-    count = Requests(store)
+    count = Requests(store.client)
     sched = Scheduler(plan, store, store_url=url)
     sched.lookup()
     return sched, count

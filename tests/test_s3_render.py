@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from fixtures_s3 import DUMMY_ACCESS_KEY, DUMMY_SECRET_KEY
+from fixtures_s3 import DUMMY_ACCESS_KEY, DUMMY_SECRET_KEY, Requests
 from storybuild import shot, story_dict
 
 from actors.media import probe
@@ -89,21 +89,6 @@ def versions(client: Any, url: str) -> Counter:
         for v in page.get("Versions", []):
             counts[v["Key"]] += 1
     return counts
-
-
-class Requests:
-    """Counts the requests a boto3 client sends, by operation (a botocore event hook)."""
-
-    def __init__(self, client: Any) -> None:
-        self.ops: Counter = Counter()
-        client.meta.events.register("before-call.s3", self._seen)
-
-    def _seen(self, model: Any, **_: Any) -> None:
-        self.ops[model.name] += 1
-
-    def writes(self) -> int:
-        return sum(n for op, n in self.ops.items()
-                   if op in ("PutObject", "CopyObject", "CreateMultipartUpload", "UploadPart"))
 
 
 # -- read_object and list_objects ------------------------------------------------------------

@@ -255,9 +255,9 @@ def test_actors_that_keep_failing_after_one_came_up_stop_being_started(ray_clust
     forever: past the bound no more actors are started and the ones up finish the work."""
     from backends_for_tests import OneGoodActorBackend
 
-    import orchestrator.run.driver as schedule
+    import orchestrator.run.pool as pool
 
-    monkeypatch.setattr(schedule, "MAX_POOL_START_FAILURES", 3)
+    monkeypatch.setattr(pool, "MAX_POOL_START_FAILURES", 3)
     log = tmp_path / "log"
     log.mkdir()
     use(OneGoodActorBackend("sleep-onegood", per_frame_s=0.25, log_dir=str(log), gate=3))

@@ -29,6 +29,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 from botocore.httpsession import URLLib3Session
+from fixtures_s3 import Requests
 
 from orchestrator.store import ActionRecord, BlobRef, CorruptBlob, StoreError, open_store
 from orchestrator.store.base import action_path, blob_path
@@ -496,32 +497,13 @@ def test_batched_lookups_of_1000_keys_are_concurrent(s3_url: str) -> None:
     assert flight.met
 
 
-class Requests:
-    """Counts requests by operation with a ``before-send`` hook (retries included)."""
-
-    def __init__(self, store: S3Store) -> None:
-        self.by_op: dict[str, int] = {}
-        self.lock = threading.Lock()
-        store.client.meta.events.register("before-send.s3", self)
-
-    def __call__(self, request: Any, event_name: str, **_: Any) -> None:
-        url = str(request.url)
-        op = request.method + (" list" if "list-type=2" in url else "")
-        with self.lock:
-            self.by_op[op] = self.by_op.get(op, 0) + 1
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_op.values())
-
-
 def test_small_existence_checks_head_each_object(s3_url: str) -> None:
     s = S3Store(s3_url, list_threshold=64)
     clip = s.put_bytes(b"clip")
     keys = [_key(f"small-{i}") for i in range(40)]
     for k in keys[:10]:
         s.put_action(_record(k, clip))
-    count = Requests(s)
+    count = Requests(s.client)
     assert s.existing_actions(keys) == set(keys[:10])
     assert s.has_blobs([clip, BlobRef(sha256=_key("nope"), size=1)]) == {
         clip.sha256: True, _key("nope"): False}
@@ -535,7 +517,7 @@ def test_shard_listing_is_paginated(s3_url: str) -> None:
     shard = max({r.sha256[:2] for r in refs}, key=lambda d: sum(r.sha256[:2] == d for r in refs))
     crowded = [r for r in refs if r.sha256[:2] == shard]
     assert len(crowded) >= 3
-    count = Requests(s)
+    count = Requests(s.client)
     gone = BlobRef(sha256=shard + _key("gone")[2:], size=3)
     got = s.has_blobs([*crowded, gone])
     assert got == {**{r.sha256: True for r in crowded}, gone.sha256: False}

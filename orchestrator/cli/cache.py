@@ -10,12 +10,11 @@ from typing import Any
 
 import click
 
-from ..store import cache as ops
-from .options import resolve_locations, store_options
-from ..store import Store, StoreError, StoreMissing, open_store
 from ..spec.urls import BadLocation, printable
-
-_store_options = store_options
+from ..store import Store, StoreError, StoreMissing, open_store
+from ..store import cache as ops
+from .common import _store_options
+from .options import resolve_locations
 
 
 def _with_store(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -216,3 +215,6 @@ def salt(store: Store, new: str | None, yes: bool) -> None:
     store.set_salt(new)
     click.echo(f"salt {old!r} -> {new!r}: every record made under the old salt is disowned; "
                "the next render renders everything", err=True)
+
+
+COMMANDS = [cache]

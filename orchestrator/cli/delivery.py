@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from .story import _fail, _guard, _load, _plan_problems, _print_problems, _store_options, main
 from ..delivery import DEFAULT_SEGMENT_SECONDS, NotRendered, PackageError, package_story
 from ..plan.expand import PlanError
 from ..run.render import EXIT_FAILED, EXIT_INVALID, dumps
 from ..store import open_store
+from .common import _fail, _guard, _load, _plan_problems, _print_problems, _store_options
 
 
 def _default_out(story_name: str) -> str:
@@ -53,7 +53,7 @@ def run_package(manifest, store_url: str | None, s3_endpoint: str | None, out: s
     click.echo(f"{result.out.rstrip('/')}/index.html")
 
 
-@main.command()
+@click.command()
 @click.argument("file")
 @_store_options
 @click.option("--out", "out", metavar="DIR|s3://...",
@@ -80,7 +80,7 @@ def package(file: str, store_url: str | None, s3_endpoint: str | None, out: str 
     run_package(m, store_url, s3_endpoint, out, segment_seconds, as_json)
 
 
-@main.command()
+@click.command()
 @click.argument("file")
 @click.option("--out", "out", metavar="DIR",
               help="The package directory [default: ./renders/<story>/].")
@@ -130,3 +130,6 @@ def package_after_render(manifest, store_url: str | None, s3_endpoint: str | Non
                    err=True)
         return
     run_package(manifest, store_url, s3_endpoint, result.out, DEFAULT_SEGMENT_SECONDS)
+
+
+COMMANDS = [package, play]

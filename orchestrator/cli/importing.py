@@ -8,7 +8,6 @@ import tempfile
 
 import click
 
-from .story import main
 from ..spec.errors import Problem
 
 EXIT_INVALID = 2
@@ -19,7 +18,7 @@ def _problems(problems: list[Problem]) -> None:
         click.echo(str(p), err=True)
 
 
-@main.command("import")
+@click.command("import")
 @click.argument("file")
 @click.option("--from", "fmt", type=click.Choice(["ink", "twee", "twine-html", "yarn"]),
               help="The source's format; detected from the extension or content when omitted.")
@@ -105,3 +104,6 @@ def _write_atomic(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+COMMANDS = [import_]

@@ -1,8 +1,8 @@
 """``reelfarm submit``, ``jobs``, ``status``, ``logs`` and ``cancel``: renders as Ray jobs.
 
-The logic is in :mod:`.jobs` (the Python API with the same verbs). Exit codes: 0 done; 1 a job
-``submit --wait`` waited for failed or was stopped; 2 invalid input, an unknown job, a cluster
-that cannot be reached or refuses the token.
+The logic is in :mod:`orchestrator.jobs.client` (the Python API with the same verbs). Exit
+codes: 0 done; 1 a job ``submit --wait`` waited for failed or was stopped; 2 invalid input, an
+unknown job, a cluster that cannot be reached or refuses the token.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import click
 
 from ..jobs import client as api
-from .story import _print_problems, main
-from ..spec.errors import ManifestInvalid
 from ..run.render import EXIT_FAILED, EXIT_INVALID
+from ..spec.errors import ManifestInvalid
+from .common import _print_problems
 
 ADDRESS_HELP = ("The Ray dashboard's HTTP address, e.g. http://127.0.0.1:8265 [default: "
                 "$RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS when it is an http:// URL].")
@@ -50,7 +50,7 @@ def _job_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 # -- submit --------------------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("file")
 @click.argument("render_args", nargs=-1, metavar="[-- RENDER_OPTION...]")
 @_address_option
@@ -113,7 +113,7 @@ def submit(file: str, render_args: tuple[str, ...], address: str | None, store_u
 # -- jobs ----------------------------------------------------------------------------------
 
 
-@main.command("jobs")
+@click.command("jobs")
 @_address_option
 @click.option("--all", "all_jobs", is_flag=True, help="Also list jobs reelfarm did not submit.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead.")
@@ -143,7 +143,7 @@ def jobs_cmd(address: str | None, all_jobs: bool, as_json: bool) -> None:
 # -- status --------------------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("job_id", metavar="ID")
 @_address_option
 @click.option("--json", "as_json", is_flag=True, help="Print a stable JSON document instead.")
@@ -195,7 +195,7 @@ def _run_line(st: api.JobStatus) -> str:
 # -- logs ----------------------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("job_id", metavar="ID")
 @_address_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
@@ -218,7 +218,7 @@ def logs(job_id: str, address: str | None, follow: bool) -> None:
 # -- cancel --------------------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("job_id", metavar="ID")
 @_address_option
 @_job_errors
@@ -234,3 +234,6 @@ def cancel(job_id: str, address: str | None) -> None:
     else:
         st = api.job_status(job_id, address)
         click.echo(f"{job_id}: already ended ({st.state}); nothing to stop")
+
+
+COMMANDS = [submit, jobs_cmd, status, logs, cancel]

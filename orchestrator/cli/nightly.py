@@ -6,8 +6,6 @@ import sys
 
 import click
 
-from .story import _fail, _guard, _store_options, check_out, main, open_writable_store
-from .options import SECONDS, resolve_locations
 from ..jobs.nightly import (
     INVALID,
     SKIPPED,
@@ -20,9 +18,11 @@ from ..jobs.nightly import (
 )
 from ..run.driver import SchedulerOptions
 from ..spec.urls import canonical_location, printable
+from .common import _fail, _guard, _store_options, check_out, open_writable_store
+from .options import SECONDS, resolve_locations
 
 
-@main.command()
+@click.command()
 @click.argument("prefix")
 @_store_options
 @click.option("--out", "out", required=True, envvar="REELFARM_OUT", metavar="DIR|s3://...",
@@ -171,3 +171,6 @@ def _print_table(stories: list[StoryOutcome]) -> None:
                       str(s.failed + s.blocked), str(s.masters), str(s.masters_assembled),
                       f"{s.seconds:.1f}", escape(printable(s.source)))
     Console(width=200, soft_wrap=True).print(table)
+
+
+COMMANDS = [nightly]

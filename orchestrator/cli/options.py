@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from ..store import DEFAULT_STORE
 from ..spec.urls import canonical_location, s3_endpoint
+from ..store import DEFAULT_STORE
 
 STORE_HELP = f"Store URL: a directory, file:///dir or s3://bucket/prefix [default: {DEFAULT_STORE}]"
 

@@ -1,32 +1,17 @@
-"""The ``reelfarm`` command line.
-
-Exit codes are stable: 0 done, 1 some shots failed (the rest are done) or a write failed
-(disk full, read-only file system), 2 invalid input (a bad path, a location that cannot be
-written, a store that does not exist for a command that only reads), 130 interrupted (Ctrl-C,
-every command). Errors go to stderr, one line each, never a traceback; ``--json`` output on
-stdout is for machines only.
-"""
+"""``reelfarm validate``, ``plan``, ``render`` and ``schema``: one story, from manifest to masters."""
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from actors.media import MediaError
-
-from .options import SECONDS, resolve_locations, resolve_s3_endpoint
-from .options import store_options as _store_options
-from ..spec.errors import ManifestInvalid, Problem
 from ..plan.expand import PlanError
+from ..run.driver import SchedulerOptions
 from ..run.render import (
     EXIT_INVALID,
-    RayConnectError,
     RenderOptions,
     UnknownShots,
     check_force,
@@ -34,162 +19,25 @@ from ..run.render import (
     plan_story,
     render_story,
 )
-from ..run.driver import SchedulerOptions, Unplaceable, WorkerStartError
-from ..store import LocalStore, StoreError, StoreMissing, open_store
-from ..spec.urls import BadLocation, canonical_location, printable
-
-
-def _fail(msg: str, code: int = EXIT_INVALID) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(code)
-
-
-def _read(source: str, s3_endpoint: str | None = None):
-    """Load and validate a manifest from a path or an s3:// URL: ``(manifest, problems)``."""
-    from ..spec.loading import load_manifest
-    from ..store.sources import read_source
-
-    try:
-        data = read_source(source, s3_endpoint=s3_endpoint)
-    except (OSError, StoreError) as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        why = why.removeprefix(f"{source}: ")
-        return None, [Problem(source, None, None, "", f"cannot read: {why}")]
-    try:
-        return load_manifest(source, data), []
-    except ManifestInvalid as e:
-        return None, e.problems
-
-
-def _load(source: str, s3_endpoint: str | None = None):
-    """Load and validate a manifest, or exit 2 with one line per problem."""
-    m, problems = _read(source, s3_endpoint)
-    if problems:
-        _print_problems(problems)
-        sys.exit(EXIT_INVALID)
-    return m
-
-
-def _print_problems(problems: list[Problem]) -> None:
-    for p in problems:
-        click.echo(printable(p), err=True)
-
-
-def _plan_problems(manifest, err: PlanError) -> list[Problem]:
-    return [manifest.problem(path, msg) for path, msg in err.problems]
-
-
-def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can cause into one clear line and exit 2, never a traceback."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (StoreError, BadLocation) as e:
-            _fail(str(e))
-        except RayConnectError as e:
-            _fail(str(e))
-        except Unplaceable as e:
-            _fail(f"cannot place the plan on this cluster:\n{e}")
-        except WorkerStartError as e:
-            _fail(str(e), code=1)
-        except MediaError as e:  # no usable ffmpeg: keys name the encoder, so plan needs one
-            _fail(str(e))
-
-    return wrapper
-
-
-EXIT_WRITE_FAILED = 1
-EXIT_SIGINT = 130
-
-
-class _Main(click.Group):
-    """The command group, run so that every command ends the same way: Ctrl-C exits 130 with
-    one line (not click's "Aborted!" and 1), and an error writing a file or standard output
-    (disk full, read-only file system) is one line and exit 1, never a traceback."""
-
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
-        except click.Abort as e:
-            if isinstance(e.__context__, KeyboardInterrupt):
-                click.echo("interrupted", err=True)
-                sys.exit(EXIT_SIGINT)
-            click.echo("Aborted!", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:  # outside a command (while parsing, say)
-            click.echo("interrupted", err=True)
-            sys.exit(EXIT_SIGINT)
-        except click.ClickException as e:
-            e.show()
-            sys.exit(e.exit_code)
-        except OSError as e:
-            click.echo(f"error: {_os_error(e, stdout_failed=_quiet_stdout())}", err=True)
-            sys.exit(EXIT_WRITE_FAILED)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EIO,
-                           errno.EACCES, errno.EPERM})
-
-
-_STDOUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF})
-
-
-def _os_error(e: OSError, *, stdout_failed: bool) -> str:
-    what = e.strerror or str(e)
-    # every file reelfarm writes names itself in its error; one that names nothing is stdout
-    if not e.filename and (stdout_failed or e.errno in _STDOUT_ERRNOS):
-        return f"cannot write standard output: {what}"
-    if e.filename and e.errno in _WRITE_ERRNOS:
-        return f"cannot write {e.filename}: {what}"
-    return f"{e.filename}: {what}" if e.filename else what
-
-
-def _quiet_stdout() -> bool:
-    """Whether standard output has failed (``> /dev/full``); if so, point it at /dev/null so
-    that the interpreter's last flush does not print a second error."""
-    try:
-        sys.stdout.flush()
-        return False
-    except OSError:
-        try:
-            fd = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(fd, sys.stdout.fileno())
-            os.close(fd)
-        except (OSError, ValueError, AttributeError):
-            pass
-        return True
-    except (ValueError, AttributeError):
-        return False
-
-
-@click.group(cls=_Main,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="reelfarm")
-def main() -> None:
-    """reelfarm renders branching, AI-generated movies on a Ray cluster.
-
-    A story manifest (reelfarm/v1) is expanded into a DAG of shot renders; every shot is cached
-    in a store under a content-derived key, so nothing renders twice; one master is assembled
-    per branch with ffmpeg.
-
-    \b
-    Start here:
-      reelfarm validate manifests/heist.yaml
-      reelfarm plan manifests/heist.yaml
-      reelfarm render manifests/heist.yaml
-    """
-
+from ..spec.urls import canonical_location, printable
+from ..store import StoreMissing, open_store
+from .common import (
+    _fail,
+    _guard,
+    _load,
+    _plan_problems,
+    _print_problems,
+    _read,
+    _store_options,
+    check_out,
+    open_writable_store,
+)
+from .options import SECONDS, resolve_locations, resolve_s3_endpoint
 
 # -- validate ------------------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--s3-endpoint", metavar="URL",
               help="Endpoint of an S3-compatible server, for s3:// manifests "
@@ -230,26 +78,7 @@ def validate(files: tuple[str, ...], s3_endpoint: str | None) -> None:
 # -- plan ----------------------------------------------------------------------------------
 
 
-def open_writable_store(store_url: str, s3_endpoint: str | None):
-    """The store a render writes to, created when missing (and said so); a local store that
-    cannot be written is refused now, before anything is rendered."""
-    store = open_store(store_url, s3_endpoint=s3_endpoint, create=True)
-    if isinstance(store, LocalStore):
-        if store.created:
-            click.echo(f"created a new store at {store.url}", err=True)
-        store.check_writable()
-    return store
-
-
-def check_out(out: str, s3_endpoint: str | None) -> None:
-    """Refuse an output location that cannot be written (a file, /proc, a read-only mount)
-    before anything is rendered for it."""
-    from ..store.outputs import open_output
-
-    open_output(out, s3_endpoint=s3_endpoint).check_writable()
-
-
-@main.command()
+@click.command()
 @click.argument("file")
 @_store_options
 @click.option("--force", "force", multiple=True, metavar="SHOT_ID",
@@ -388,7 +217,7 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
     return value
 
 
-@main.command()
+@click.command()
 @click.argument("file")
 @_store_options
 @click.option("--out", "out", metavar="DIR|s3://...",
@@ -498,7 +327,7 @@ def _print_summary(result) -> None:
 # -- schema --------------------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 def schema() -> None:
     """Print the JSON Schema of the story manifest (reelfarm/v1).
 
@@ -511,13 +340,4 @@ def schema() -> None:
     click.echo(json.dumps(story_json_schema(), indent=2, sort_keys=True))
 
 
-# -- commands defined in their own modules ------------------------------------------------
-# Each module defines click commands and is registered here with one line.
-from .cache import cache as _cache; main.add_command(_cache)  # noqa: E402, E702, I001
-from . import jobs  # noqa: E402,F401,I001  (reelfarm submit, jobs, status, logs, cancel)
-from . import nightly  # noqa: E402,F401  (reelfarm nightly)
-from . import importing  # noqa: E402,F401  (reelfarm import)
-from . import delivery  # noqa: E402,F401  (reelfarm package, play)
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+COMMANDS = [validate, plan, render, schema]

@@ -28,7 +28,8 @@ from typing import Any
 from ..plan.expand import expand
 from ..plan.keys import master_key
 from ..spec.manifest import Story
-from ..store.outputs import LocalOutput, Output, _check_rel, open_output
+from ..store.output_api import Output, check_output_rel
+from ..store.outputs import LocalOutput, open_output
 from ..store import BlobRef, Store
 from . import _fmp4, hls
 from ._package import (
@@ -240,7 +241,7 @@ def publish_text(out: Output, rel: str, text: str) -> None:
     """Publish a small text document at ``rel`` with its content type."""
     data = text.encode("utf-8")
     if isinstance(out, LocalOutput):
-        dest = out.root / _check_rel(rel)
+        dest = out.root / check_output_rel(rel)
         if dest.exists() and dest.read_bytes() == data:
             return
         dest.parent.mkdir(parents=True, exist_ok=True)

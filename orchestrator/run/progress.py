@@ -1,6 +1,8 @@
 """Progress for people: a live display on a terminal, one line per event in batch logs.
 
-Everything here goes to stderr; machine output (``--json``) never mixes with it.
+Everything here goes to stderr; machine output (``--json``) never mixes with it. A listener of
+the driver's events (:class:`.events.Listener`) that reads the run through its read-only view
+(:class:`.events.RunView`); it never imports the driver.
 """
 
 from __future__ import annotations
@@ -9,8 +11,12 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING
 
+from .state import TERMINAL
+
 if TYPE_CHECKING:
-    from .driver import BranchRun, Scheduler, TaskRun, Worker
+    from .events import RunView as Scheduler
+    from .pool import Worker
+    from .state import BranchRun, TaskRun
 
 
 def fmt_duration(seconds: float) -> str:
@@ -137,12 +143,10 @@ class Progress:
 
 def eta(sched: Scheduler) -> float:
     """Seconds left: the larger of the remaining critical path and remaining work per worker."""
-    from .driver import TERMINAL
-
     left = [r for r in sched.runs.values() if r.status not in TERMINAL]
     if not left:
         return 0.0
-    rem = sched._remaining  # noqa: SLF001 - refined estimates live in the scheduler
+    rem = sched.remaining
     critical = max(rem[r.task.id] for r in left)
     work = sum(r.task.est_seconds for r in left)
     return max(critical, work / max(1, len(sched.workers)))

@@ -116,6 +116,18 @@ def blob_path(digest: str) -> str:
     return f"cas/sha256/{digest[:2]}/{digest}"
 
 
+def check_rel(rel: str, refusal: str = "path escapes the store or is not a plain relative path"
+              ) -> str:
+    """``rel`` if it is a plain relative path below a root (no ``..``, ``.``, empty or absolute
+    part, no backslash or NUL); otherwise ``ValueError(f"{refusal}: {rel!r}")``."""
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{refusal}: {rel!r}")
+    if "\\" in rel or "\x00" in rel:
+        raise ValueError(f"not a valid document path: {rel!r}")
+    return rel
+
+
 def action_path(key: str) -> str:
     if not SHA256_RE.match(key):
         raise ValueError(f"not a render key: {key!r}")

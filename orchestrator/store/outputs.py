@@ -4,52 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from . import BlobRef, Store, StoreError, sha256_file
-from .files import check_dir_writable, write_atomic
 from ..spec.urls import BadLocation, local_path, redact_url
-
-
-class Output(ABC):
-    url: str
-
-    @abstractmethod
-    def put_json(self, rel: str, doc: Any) -> None:
-        """Publish a JSON document at ``rel`` (replacing it)."""
-
-    @abstractmethod
-    def put_blob(self, rel: str, store: Store, ref: BlobRef) -> None:
-        """Publish a verified copy of a store blob at ``rel`` (skipped when identical)."""
-
-    @abstractmethod
-    def get_json(self, rel: str) -> Any | None:
-        """A published JSON document, or ``None`` when it is missing or not JSON."""
-
-    @abstractmethod
-    def holds(self, rel: str, sha256: str) -> bool:
-        """Does ``rel`` hold exactly the bytes of digest ``sha256``?"""
-
-    @abstractmethod
-    def list_masters(self) -> list[str]:
-        """Published masters: ``masters/<name>.mp4`` paths."""
-
-    @abstractmethod
-    def remove(self, rel: str) -> None:
-        """Remove a published file (missing is fine)."""
-
-    def check_writable(self) -> None:  # noqa: B027 - a hook; S3 permissions show on first write
-        """Raise :class:`StoreError` when the location certainly cannot be written, before any
-        work is done for it."""
-
-
-def _check_rel(rel: str) -> str:
-    parts = rel.split("/")
-    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"refusing output path {rel!r}")
-    return rel
+from .base import BlobRef, Store, StoreError, sha256_file
+from .files import check_dir_writable, write_atomic
+from .output_api import Output, check_output_rel
 
 
 class LocalOutput(Output):
@@ -59,7 +20,7 @@ class LocalOutput(Output):
 
     def put_json(self, rel: str, doc: Any) -> None:
         data = (json.dumps(doc, indent=2) + "\n").encode()
-        write_atomic(self.root / _check_rel(rel), lambda f: f.write(data))
+        write_atomic(self.root / check_output_rel(rel), lambda f: f.write(data))
 
     def check_writable(self) -> None:
         """The directory exists or can be made, and a file can be created in it."""
@@ -69,7 +30,7 @@ class LocalOutput(Output):
             raise StoreError(str(e)) from None
 
     def put_blob(self, rel: str, store: Store, ref: BlobRef) -> None:
-        dest = self.root / _check_rel(rel)
+        dest = self.root / check_output_rel(rel)
         if dest.exists() and sha256_file(dest)[0] == ref.sha256:
             return  # already published
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -78,13 +39,13 @@ class LocalOutput(Output):
 
     def get_json(self, rel: str) -> Any | None:
         try:
-            return json.loads((self.root / _check_rel(rel)).read_text())
+            return json.loads((self.root / check_output_rel(rel)).read_text())
         except (OSError, ValueError):
             return None
 
     def holds(self, rel: str, sha256: str) -> bool:
         try:
-            dest = self.root / _check_rel(rel)
+            dest = self.root / check_output_rel(rel)
             return dest.is_file() and sha256_file(dest)[0] == sha256
         except (OSError, ValueError):
             return False
@@ -97,7 +58,7 @@ class LocalOutput(Output):
                       if p.suffix == ".mp4" and not p.name.startswith(".") and p.is_file())
 
     def remove(self, rel: str) -> None:
-        (self.root / _check_rel(rel)).unlink(missing_ok=True)
+        (self.root / check_output_rel(rel)).unlink(missing_ok=True)
 
 
 def open_output(url: str, *, s3_endpoint: str | None = None) -> Output:

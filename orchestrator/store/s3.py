@@ -17,10 +17,11 @@ Layout under the prefix is the one of :mod:`orchestrator.store.base`. Behaviour:
   ``IfNoneMatch="*"`` condition; any failure aborts the upload.
 * **Reads** stream, hash and compare; a mismatch raises :class:`CorruptBlob`. ``get_file``
   writes a temporary file beside the destination and renames it only when the digest matches.
-* **Retries**: one bounded loop (exponential backoff, full jitter) around every request, including
-  reading response bodies, on throttling (503 SlowDown, 429), server errors (500, 502, 503,
-  504), request timeouts and dropped connections. botocore's own retries are switched off (its
-  ``standard`` mode with one attempt) so attempts never multiply.
+* **Retries**: one bounded loop (exponential backoff, full jitter; :mod:`.s3_requests` says why
+  not botocore's retry modes) around every request, including reading response bodies, on
+  throttling (503 SlowDown, 429), server errors (500, 502, 503, 504), request timeouts and
+  dropped connections. botocore's own retries are switched off (its ``standard`` mode with one
+  attempt) so attempts never multiply.
 * **Batched lookups** (``get_actions``, ``has_blobs``, ``action_sizes``) run concurrently on a
   thread pool (``concurrency``, default 32), never as sequential round trips. Existence checks
   (``has_blobs``, ``action_sizes``) of more than ``list_threshold`` (default 64) objects list
@@ -53,22 +54,17 @@ rests on the verification of every read).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import logging
 import os
-import random
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-from ..spec.urls import redact_url
 from .base import (
     CHUNK,
     SHA256_RE,
@@ -80,106 +76,27 @@ from .base import (
     StoreError,
     action_path,
     blob_path,
+    check_rel,
     sha256_file,
 )
 from .files import write_atomic
+from .s3_errors import _safe_url, redact
+from .s3_listing import S3Listing
+from .s3_requests import _b64sha256, _hex_to_b64
+from .s3_writes import MIN_PART_SIZE, MiB, S3Writes, _NullSink, _Source
+
+# The store is one class made of its concerns, each a module of its own: errors and redaction
+# (s3_errors), requests with retries (s3_requests), listing (s3_listing), conditional and
+# multipart writes (s3_writes). The names below stay importable from here.
+__all__ = ["S3Store", "parse_s3_url", "redact", "_b64sha256", "_hex_to_b64", "_safe_url",
+           "_NullSink"]
 
 log = logging.getLogger("reelfarm.store.s3")
 
-T = TypeVar("T")
-
-MiB = 1 << 20
-MIN_PART_SIZE = 5 * MiB  # S3's smallest part (all but the last)
 CHECKSUM_MODES = ("when_supported", "when_required", "off")
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 
-_RETRY_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestLimitExceeded",
-        "TooManyRequests",
-        "TooManyRequestsException",
-        "BandwidthLimitExceeded",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "InternalError",
-        "ServiceUnavailable",
-        "PriorRequestNotComplete",
-        "ConditionalRequestConflict",  # 409 while a concurrent conditional write is in flight
-    }
-)
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
-
-# -- redaction ---------------------------------------------------------------------------------
-
-_REDACTIONS: list[tuple[re.Pattern[str], str]] = [
-    # presigned URL query parameters (SigV4 and SigV2)
-    (
-        re.compile(
-            r"(?i)\b(X-Amz-(?:Signature|Credential|Security-Token)|Signature|AWSAccessKeyId"
-            r"|x-amz-security-token)=[^&\s\"'<>]+"
-        ),
-        r"\1=<redacted>",
-    ),
-    # Authorization headers and XML error fields that echo the signature or the key
-    (re.compile(r"(?i)(Authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\n,}]+"), r"\1<redacted>"),
-    (
-        re.compile(
-            r"(?i)<(AWSAccessKeyId|SignatureProvided|StringToSign|CanonicalRequest"
-            r"|StringToSignBytes|CanonicalRequestBytes)>[^<]*</\1>"
-        ),
-        r"<\1><redacted></\1>",
-    ),
-    # access key ids
-    (
-        re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA|ABIA|ACCA|APKA)[A-Z0-9]{12,}\b"),
-        "<redacted-key-id>",
-    ),
-    # anything shaped like a secret access key (40 base64 characters)
-    (re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"), "<redacted>"),
-    # user:password@ in URLs
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@"), r"\1<redacted>@"),
-]
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with credentials removed: key ids, secret-shaped strings, presigned signatures,
-    ``Authorization`` values, userinfo in URLs, and the literal ``secrets`` given (the
-    credentials in use) wherever they appear."""
-    for s in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(s, "<redacted>")
-    for pattern, repl in _REDACTIONS:
-        text = pattern.sub(repl, text)
-    return text
-
-
-def _safe_url(url: str | None) -> str:
-    """An endpoint URL without userinfo, query or fragment."""
-    if not url:
-        return "AWS"
-    try:
-        p = urlsplit(url)
-        if not p.hostname:  # no scheme: "user:secret@host:9000" parses as scheme "user"
-            return redact_url(url).partition("?")[0].partition("#")[0]
-        netloc = p.hostname
-        if p.port:
-            netloc = f"{netloc}:{p.port}"
-        return urlunsplit((p.scheme, netloc, p.path, "", ""))
-    except ValueError:
-        return "<invalid endpoint>"
-
-
-def _b64sha256(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
-def _hex_to_b64(digest: str) -> str:
-    return base64.b64encode(bytes.fromhex(digest)).decode()
 
 
 def _env_int(name: str, default: int) -> int:
@@ -213,33 +130,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return netloc, (prefix + "/" if prefix else "")
 
 
-def _check_rel(relpath: str) -> str:
-    parts = relpath.split("/")
-    if not relpath or relpath.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"path escapes the store or is not a plain relative path: {relpath!r}")
-    if "\\" in relpath or "\x00" in relpath:
-        raise ValueError(f"not a valid document path: {relpath!r}")
-    return relpath
-
-
-class _Source:
-    """The bytes being stored: in memory or in a file, re-openable for each attempt."""
-
-    def __init__(self, *, data: bytes | None = None, path: Path | None = None, size: int) -> None:
-        self.data = data
-        self.path = path
-        self.size = size
-
-    def read_range(self, offset: int, n: int) -> bytes:
-        if self.data is not None:
-            return self.data[offset : offset + n]
-        assert self.path is not None
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            return f.read(n)
-
-
-class S3Store(Store):
+class S3Store(S3Writes, S3Listing, Store):
     """A store at ``s3://bucket/prefix``. See the module docstring for behaviour and settings."""
 
     def __init__(
@@ -354,277 +245,6 @@ class S3Store(Store):
         with contextlib.suppress(Exception):  # best effort
             self._client.close()
 
-    # -- errors and retries -----------------------------------------------------------------
-    def _secrets(self) -> list[str]:
-        try:
-            creds = self._session.get_credentials()
-            if creds is None:
-                return []
-            frozen = creds.get_frozen_credentials()
-            return [frozen.access_key or "", frozen.secret_key or "", frozen.token or ""]
-        except Exception:  # noqa: BLE001 - resolving credentials must never mask the error
-            return []
-
-    def _redact(self, text: str) -> str:
-        return redact(text, self._secrets())
-
-    @staticmethod
-    def _code(e: BaseException) -> tuple[str, int]:
-        from botocore.exceptions import ClientError
-
-        if isinstance(e, ClientError):
-            err = e.response.get("Error", {}) or {}
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
-            return str(err.get("Code", "")), int(status)
-        return "", 0
-
-    def _retryable(self, e: BaseException) -> bool:
-        from botocore.exceptions import (
-            ClientError,
-            ConnectionError,
-            FlexibleChecksumError,
-            HTTPClientError,
-            IncompleteReadError,
-            SSLError,
-        )
-
-        if isinstance(e, SSLError):
-            return False
-        if isinstance(
-            e, (ConnectionError, HTTPClientError, IncompleteReadError, FlexibleChecksumError)
-        ):
-            return True
-        if isinstance(e, ClientError):
-            code, status = self._code(e)
-            return code in _RETRY_CODES or status in _RETRY_STATUS
-        return False
-
-    def _delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
-
-    def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (one request, plus reading its body) with bounded retries."""
-        attempt = 0
-        while True:
-            attempt += 1
-            with self._lock:
-                self.requests += 1
-                if attempt > 1:
-                    self.retries += 1
-            try:
-                return fn()
-            except Exception as e:
-                if not self._retryable(e) or attempt >= self.max_attempts:
-                    if self._retryable(e):
-                        e._reelfarm_attempts = attempt  # type: ignore[attr-defined]
-                    raise
-                delay = self._delay(attempt)
-                log.debug(
-                    "%s %s: %s; retry %d of %d in %.2fs",
-                    op,
-                    key,
-                    self._describe(e),
-                    attempt,
-                    self.max_attempts - 1,
-                    delay,
-                )
-                time.sleep(delay)
-
-    def _describe(self, e: BaseException) -> str:
-        code, status = self._code(e)
-        if code or status:
-            from botocore.exceptions import ClientError
-
-            assert isinstance(e, ClientError)
-            msg = str(e.response.get("Error", {}).get("Message", "") or "")
-            text = f"{code or 'error'} ({status})" + (f": {msg}" if msg else "")
-        else:
-            text = f"{type(e).__name__}: {e}"
-        return self._redact(text)
-
-    def _error(self, op: str, key: str, e: BaseException) -> StoreError:
-        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
-
-        where = f"{self.url} (endpoint {self.endpoint})"
-        if isinstance(e, (NoCredentialsError, PartialCredentialsError)):
-            return StoreError(
-                f"{where}: no usable AWS credentials; set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance or pod role"
-            )
-        code, status = self._code(e)
-        detail = self._describe(e)
-        attempts = getattr(e, "_reelfarm_attempts", None)
-        tries = f" after {attempts} attempts" if attempts else ""
-        hint = ""
-        if code == "NoSuchBucket":
-            hint = f"; bucket {self.bucket!r} does not exist"
-        elif status == 403 or code in (
-            "AccessDenied",
-            "InvalidAccessKeyId",
-            "SignatureDoesNotMatch",
-        ):
-            hint = "; check the credentials in the AWS chain and the bucket policy"
-        elif code in ("InvalidRequest", "NotImplemented", "XAmzContentSHA256Mismatch") or (
-            "checksum" in detail.lower()
-        ):
-            hint = "; if this server rejects checksum headers, set REELFARM_S3_CHECKSUM"
-        elif code == "BadDigest":
-            hint = "; the bytes sent do not match their checksum (did the file change?)"
-        return StoreError(f"{where}: {op} {self._redact(key)} failed{tries}: {detail}{hint}")
-
-    def _run(self, op: str, key: str, fn: Callable[[], T]) -> T:
-        """``_call`` with errors turned into :class:`StoreError` (store errors pass through)."""
-        try:
-            return self._call(op, key, fn)
-        except (StoreError, ValueError):
-            raise
-        except Exception as e:
-            raise self._error(op, key, e) from None
-
-    def _is_missing(self, e: BaseException) -> bool:
-        code, status = self._code(e)
-        return code in ("NoSuchKey", "404", "NotFound") or (
-            status == 404 and code != "NoSuchBucket"
-        )
-
-    def _pool_map(self, fn: Callable[[Any], T], items: list[Any]) -> list[T]:
-        if len(items) <= 1:
-            return [fn(i) for i in items]
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    max_workers=self.concurrency, thread_name_prefix="reelfarm-s3"
-                )
-            pool = self._pool
-        return list(pool.map(fn, items))
-
-    # -- low-level object operations --------------------------------------------------------
-    def _head(self, key: str) -> dict[str, Any] | None:
-        from botocore.exceptions import ClientError
-
-        def go() -> dict[str, Any] | None:
-            try:
-                return self._client.head_object(Bucket=self.bucket, Key=key)
-            except ClientError as e:
-                if self._is_missing(e):
-                    return None
-                raise
-
-        return self._run("HeadObject", key, go)
-
-    def _get_small(self, key: str) -> bytes | None:
-        from botocore.exceptions import ClientError
-
-        def go() -> bytes | None:
-            try:
-                resp = self._client.get_object(Bucket=self.bucket, Key=key)
-            except ClientError as e:
-                if self._is_missing(e):
-                    return None
-                raise
-            body = resp["Body"]
-            try:
-                return body.read()
-            finally:
-                body.close()
-
-        return self._run("GetObject", key, go)
-
-    def _put_small(self, key: str, data: bytes, content_type: str) -> None:
-        kw: dict[str, Any] = {"ContentType": content_type}
-        if self._send_sha256:
-            kw["ChecksumSHA256"] = _b64sha256(data)
-        self._run(
-            "PutObject",
-            key,
-            lambda: self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **kw),
-        )
-
-    def _delete(self, key: str) -> None:
-        self._run(
-            "DeleteObject", key, lambda: self._client.delete_object(Bucket=self.bucket, Key=key)
-        )
-
-    def _sizes(self, keys: list[str], shard: Callable[[str, int], str]) -> dict[str, int]:
-        """The size of each of ``keys`` that exists (absent keys are left out).
-
-        Up to ``list_threshold`` keys: a HEAD each. Above: the keys are grouped by
-        ``shard(key, 1)`` (16 prefixes: one hex character), each group listed. A prefix holding
-        more than one page of objects is split into the shards ``shard(key, 2)`` (two hex
-        characters; those already covered by the first page are settled from it), which are
-        listed to the end, page by page. A group of a single key gets a HEAD instead. Groups
-        run concurrently; the requests grow with the pages of the prefixes listed, not with the
-        number of keys.
-        """
-        Group = tuple[int, list[str]]  # noqa: N806 - (depth, keys)
-        out: dict[str, int] = {}
-
-        def probe(item: Group) -> tuple[dict[str, int], list[Group]]:
-            depth, group = item
-            if len(group) == 1:
-                head = self._head(group[0])
-                return ({} if head is None else {group[0]: int(head.get("ContentLength", -1))}), []
-            wanted = set(group)
-            prefix = shard(group[0], depth)
-            found: dict[str, int] = {}
-            token: str | None = None
-            while True:
-                objs, token = self._list_page(prefix, token)
-                found.update((o["Key"], int(o.get("Size", -1))) for o in objs if o["Key"] in wanted)
-                if token is None:
-                    return found, []
-                if depth == 1:  # more than a page: split into the two-character shards
-                    last = objs[-1]["Key"] if objs else prefix
-                    subs: dict[str, list[str]] = {}
-                    for k in group:
-                        sub = shard(k, 2)
-                        if not (last > sub and not last.startswith(sub)):  # not covered yet
-                            subs.setdefault(sub, []).append(k)
-                    return found, [(2, g) for g in subs.values()]
-
-        if len(keys) <= self.list_threshold:
-            todo: list[Group] = [(0, [k]) for k in keys]
-        else:
-            by_shard: dict[str, list[str]] = {}
-            for k in keys:
-                by_shard.setdefault(shard(k, 1), []).append(k)
-            todo = [(1, g) for g in by_shard.values()]
-        while todo:
-            more: list[Group] = []
-            for found, split in self._pool_map(probe, todo):
-                out.update(found)
-                more += split
-            todo = more
-        return out
-
-    def _list_page(self, prefix: str, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of ``ListObjectsV2`` under ``prefix`` (retried): its objects and the token
-        of the next page (``None`` on the last page)."""
-        kw: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Prefix": prefix,
-            "MaxKeys": self.list_page_size,
-        }
-        if token:
-            kw["ContinuationToken"] = token
-        page = self._run("ListObjectsV2", prefix, lambda: self._client.list_objects_v2(**kw))
-        objs = page.get("Contents", []) or []
-        if not page.get("IsTruncated"):
-            return objs, None
-        nxt = page.get("NextContinuationToken")
-        if not nxt:
-            raise StoreError(f"{self.url}: ListObjectsV2 {prefix} is truncated without a token")
-        return objs, nxt
-
-    def _list(self, prefix: str) -> Iterator[dict[str, Any]]:
-        """Every object under ``prefix`` (full key), page by page, each page retried."""
-        token: str | None = None
-        while True:
-            objs, token = self._list_page(prefix, token)
-            yield from objs
-            if token is None:
-                return
-
     def _stream(self, digest: str, sink_open: Callable[[], Any] | None) -> bytes | None:
         """Read a blob, hashing it; into memory (``sink_open`` None) or into a sink.
 
@@ -673,163 +293,6 @@ class S3Store(Store):
         digest, size = sha256_file(path)
         self._put_blob(digest, _Source(path=path, size=size))
         return BlobRef(sha256=digest, size=size)
-
-    def _existing_ok(self, digest: str, size: int) -> bool | None:
-        """Is the object at the blob's key the blob? None when there is no object."""
-        head = self._head(self.key_for(blob_path(digest)))
-        if head is None:
-            return None
-        if int(head.get("ContentLength", -1)) != size:
-            log.warning(
-                "%s: blob %s exists with %s bytes, expected %d: replacing it",
-                self.url,
-                digest,
-                head.get("ContentLength"),
-                size,
-            )
-            return False
-        try:
-            self._stream(digest, lambda: _NullSink())
-        except BlobMissing:
-            return None
-        except CorruptBlob as e:
-            log.warning(
-                "%s: blob %s exists but hashes to %s: replacing it", self.url, digest, e.actual
-            )
-            return False
-        return True
-
-    def _put_blob(self, digest: str, src: _Source) -> None:
-        key = self.key_for(blob_path(digest))
-        if src.size > self.multipart_threshold:
-            # Check first: a large existing blob is not worth uploading again.
-            state = self._existing_ok(digest, src.size)
-            if state:
-                return
-            done = self._put_multipart(key, digest, src, conditional=state is None)
-        else:
-            done = self._put_single(key, digest, src, conditional=True)
-        if done:
-            return
-        # 412: something is at the key. Keep it only if it is provably the blob.
-        state = self._existing_ok(digest, src.size)
-        if state:
-            return
-        if src.size > self.multipart_threshold:
-            ok = self._put_multipart(key, digest, src, conditional=state is None)
-        else:
-            ok = self._put_single(key, digest, src, conditional=state is None)
-        if not ok and not self._existing_ok(digest, src.size):
-            raise StoreError(f"{self.url}: blob {digest} could not be written (conflicting writes)")
-
-    def _is_412(self, e: BaseException) -> bool:
-        code, status = self._code(e)
-        return status == 412 or code == "PreconditionFailed"
-
-    def _put_single(self, key: str, digest: str, src: _Source, *, conditional: bool) -> bool:
-        """PutObject; False on 412 (an object exists and the write was conditional)."""
-        from botocore.exceptions import ClientError
-
-        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if conditional:
-            kw["IfNoneMatch"] = "*"
-        if self._send_sha256:
-            kw["ChecksumSHA256"] = _hex_to_b64(digest)
-
-        def go() -> bool:
-            try:
-                if src.data is not None:
-                    self._client.put_object(Body=src.data, **kw)
-                else:
-                    assert src.path is not None
-                    with open(src.path, "rb") as f:
-                        self._client.put_object(Body=f, **kw)
-            except ClientError as e:
-                if conditional and self._is_412(e):
-                    return False
-                raise
-            return True
-
-        return self._run("PutObject", key, go)
-
-    def _put_multipart(self, key: str, digest: str, src: _Source, *, conditional: bool) -> bool:
-        """Multipart upload, condition on completion; False on 412. Aborts on any failure."""
-        from botocore.exceptions import ClientError
-
-        create_kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if self._send_sha256:
-            create_kw["ChecksumAlgorithm"] = "SHA256"
-        resp = self._run(
-            "CreateMultipartUpload", key, lambda: self._client.create_multipart_upload(**create_kw)
-        )
-        upload_id = resp["UploadId"]
-        nparts = max(1, -(-src.size // self.part_size))
-
-        def part(i: int) -> dict[str, Any]:
-            data = src.read_range(i * self.part_size, self.part_size)
-            kw: dict[str, Any] = {
-                "Bucket": self.bucket,
-                "Key": key,
-                "UploadId": upload_id,
-                "PartNumber": i + 1,
-                "Body": data,
-            }
-            if self._send_sha256:
-                kw["ChecksumSHA256"] = _b64sha256(data)
-            r = self._run("UploadPart", key, lambda: self._client.upload_part(**kw))
-            out = {"PartNumber": i + 1, "ETag": r["ETag"]}
-            if self._send_sha256:
-                out["ChecksumSHA256"] = r.get("ChecksumSHA256") or kw["ChecksumSHA256"]
-            return out
-
-        try:
-            with ThreadPoolExecutor(
-                max_workers=min(self.part_concurrency, nparts), thread_name_prefix="reelfarm-part"
-            ) as pool:
-                parts = list(pool.map(part, range(nparts)))
-            complete_kw: dict[str, Any] = {
-                "Bucket": self.bucket,
-                "Key": key,
-                "UploadId": upload_id,
-                "MultipartUpload": {"Parts": parts},
-            }
-            if conditional:
-                complete_kw["IfNoneMatch"] = "*"
-
-            def complete() -> bool:
-                try:
-                    self._client.complete_multipart_upload(**complete_kw)
-                except ClientError as e:
-                    if conditional and self._is_412(e):
-                        return False
-                    code, _ = self._code(e)
-                    if code == "NoSuchUpload":
-                        # A retried completion whose first try succeeded: the object is there.
-                        head = self._head(key)
-                        if head is not None and int(head.get("ContentLength", -1)) == src.size:
-                            return True
-                    raise
-                return True
-
-            done = self._run("CompleteMultipartUpload", key, complete)
-        except BaseException:
-            self._abort(key, upload_id)
-            raise
-        if not done:
-            self._abort(key, upload_id)
-        return done
-
-    def _abort(self, key: str, upload_id: str) -> None:
-        try:
-            self._run(
-                "AbortMultipartUpload",
-                key,
-                lambda: self._client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id
-                ),
-            )
-        except StoreError as e:
-            log.warning("%s", e)
 
     def get_bytes(self, digest: str) -> bytes:
         data = self._stream(digest, None)
@@ -905,24 +368,19 @@ class S3Store(Store):
     # -- documents --------------------------------------------------------------------------
     def put_doc(self, relpath: str, data: bytes) -> None:
         ctype = "application/json" if relpath.endswith(".json") else "application/octet-stream"
-        self._put_small(self.key_for(_check_rel(relpath)), data, ctype)
+        self._put_small(self.key_for(check_rel(relpath)), data, ctype)
 
     def get_doc(self, relpath: str) -> bytes | None:
-        return self._get_small(self.key_for(_check_rel(relpath)))
+        return self._get_small(self.key_for(check_rel(relpath)))
 
     def list_docs(self, prefix: str) -> list[str]:
         prefix = prefix.strip("/")
         if prefix:
-            _check_rel(prefix)
+            check_rel(prefix)
             prefix += "/"
         base = self.key_for(prefix)
         out = [o["Key"][len(self.prefix) :] for o in self._list(base) if not o["Key"].endswith("/")]
         return sorted(out)
 
     def delete_doc(self, relpath: str) -> None:
-        self._delete(self.key_for(_check_rel(relpath)))
-
-
-class _NullSink:
-    def write(self, chunk: bytes) -> None:
-        pass
+        self._delete(self.key_for(check_rel(relpath)))

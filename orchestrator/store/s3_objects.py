@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .outputs import Output, _check_rel
+from .output_api import Output, check_output_rel
 from .base import CHUNK, BlobMissing, BlobRef, CorruptBlob, Store, StoreError, blob_path
 from .s3 import S3Store, _hex_to_b64, parse_s3_url
 
@@ -129,7 +129,7 @@ class S3Output(Output):
         return self._s3.client
 
     def key_for(self, rel: str) -> str:
-        return self._s3.key_for(_check_rel(rel))
+        return self._s3.key_for(check_output_rel(rel))
 
     def close(self) -> None:
         self._s3.close()

@@ -1,0 +1,165 @@
+"""The dispatch policy: which ready task each idle worker takes. Pure functions over plain data.
+
+* Ready tasks are ordered by **longest remaining path** (estimated seconds to the end of the
+  DAG), then by branch order (default-choice branches first), then by plan order; with
+  ``--preview-first`` the preview segments go before everything else.
+* An idle worker takes the best ready task of its pool, preferring one whose model it already
+  holds unless a task on a clearly longer path waits (a model switch costs its load time).
+* A task in back-off waits; a retried task prefers another worker than the one it failed on
+  when another worker of the pool is idle.
+
+No Ray and no clock here: the driver passes ``now`` and the estimates, and applies the result.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..plan.models import RenderPlan, RenderTask
+
+DEFAULT_SWITCH_COST_S = 10.0
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A task that may be dispatched: its pool (the actors that can run it), the model it
+    needs, its priority (lower first, see :func:`priority`), back-off and the worker to avoid."""
+
+    task: str
+    pool: Hashable
+    model: str | None
+    priority: tuple
+    not_before: float = 0.0
+    avoid: int | None = None
+
+
+@dataclass(frozen=True)
+class Idle:
+    """An idle worker: its id, its pool and the model it holds warm (None: none yet)."""
+
+    id: int
+    pool: Hashable
+    warm: str | None = None
+
+
+def priority(task: RenderTask, remaining: Mapping[str, float], branch_rank: Mapping[str, int],
+             preview: frozenset[str] | set[str] = frozenset(), seq: int = 0) -> tuple:
+    """Preview segments first (when asked), then the longest remaining path, then branch
+    order, then ``seq`` (plan order)."""
+    first = 0 if task.segment in preview else 1
+    return (first, -remaining[task.id], branch_rank.get(task.id, 1 << 30), seq)
+
+
+def branch_ranks(plan: RenderPlan) -> dict[str, int]:
+    """Each task's first branch, by the plan's branch order (default choices first)."""
+    rank: dict[str, int] = {}
+    for i, b in enumerate(plan.branches):
+        for tid in b.tasks:
+            rank.setdefault(tid, i)
+    return rank
+
+
+def preview_segments(plan: RenderPlan) -> set[str]:
+    """What ``--preview-first`` renders first: the opening segment, and for every branch the
+    first segment that not every branch shares (so each choice's outcome can be previewed)."""
+    if not plan.branches:
+        return set()
+    shared = set.intersection(*(set(b.segments) for b in plan.branches))
+    out = {plan.branches[0].segments[0]}
+    for b in plan.branches:
+        first_own = next((s for s in b.segments if s not in shared), None)
+        if first_own is not None:
+            out.add(first_own)
+    return out
+
+
+def remaining_seconds(tasks: Sequence[RenderTask], dependents: Mapping[str, Iterable[str]],
+                      estimate: Mapping[str, float]) -> dict[str, float]:
+    """Seconds from each task to the end of the DAG along its longest path (``tasks`` in
+    topological order)."""
+    rem: dict[str, float] = {}
+    for t in reversed(tasks):
+        tail = max((rem[d] for d in dependents[t.id]), default=0.0)
+        rem[t.id] = estimate[t.id] + tail
+    return rem
+
+
+class Estimates:
+    """Seconds each task is expected to take, refined from measured seconds per frame of each
+    (backend, model) as the run goes, and the model load times seen (a switch's cost)."""
+
+    def __init__(self, remaining: Mapping[str, float]) -> None:
+        self.remaining: dict[str, float] = dict(remaining)
+        self.load_cost: dict[str | None, float] = {}
+        self._measured: dict[tuple[str, str | None], list[float]] = defaultdict(
+            lambda: [0.0, 0])
+
+    def measure(self, backend: str, model: str | None, frames: int, seconds: float,
+                load_seconds: float) -> None:
+        m = self._measured[(backend, model)]
+        m[0] += max(0.0, seconds - load_seconds)
+        m[1] += frames
+        if load_seconds:
+            self.load_cost[model] = load_seconds
+
+    def refine(self, plan: RenderPlan, model_of: Mapping[str, str | None]) -> bool:
+        """Recompute the remaining paths from what was measured; False when nothing was."""
+        if not self._measured:
+            return False
+        est: dict[str, float] = {}
+        for t in plan.tasks:
+            m = self._measured.get((t.backend, model_of.get(t.id)))
+            est[t.id] = t.frames * (m[0] / m[1]) if m and m[1] else t.est_seconds
+        self.remaining = remaining_seconds(plan.tasks, plan.dependents, est)
+        return True
+
+
+def assign(ready: Iterable[Ready], idle: Sequence[Idle], *, now: float,
+           remaining: Mapping[str, float],
+           switch_cost: Mapping[str | None, float] | None = None) -> list[tuple[int, str]]:
+    """``(worker id, task id)`` for each idle worker (in the given order) that gets a task.
+
+    A worker takes the best eligible task of its pool; when that task needs another model
+    than the one the worker holds warm and a task for the warm model waits whose remaining
+    path is shorter by less than the switch cost (the new model's load time), the warm one."""
+    switch_cost = switch_cost or {}
+    groups: dict[tuple, list[Ready]] = defaultdict(list)
+    for r in ready:
+        groups[(r.pool, r.model)].append(r)
+    idle_in_pool: dict[Hashable, int] = defaultdict(int)
+    for w in idle:
+        idle_in_pool[w.pool] += 1
+    out: list[tuple[int, str]] = []
+    for w in idle:
+        others_idle = idle_in_pool[w.pool] > 1
+
+        def eligible(r: Ready, w: Idle = w, others_idle: bool = others_idle) -> bool:
+            return r.not_before <= now and not (r.avoid == w.id and others_idle)
+
+        tops: dict[str | None, Ready] = {}
+        for (pool, model), items in groups.items():
+            if pool != w.pool:
+                continue
+            best = min((r for r in items if eligible(r)), key=_order, default=None)
+            if best is not None:
+                tops[model] = best
+        idle_in_pool[w.pool] -= 1
+        if not tops:
+            continue
+        chosen = min(tops.values(), key=_order)
+        own = tops.get(w.warm) if w.warm is not None else None
+        if own is not None and chosen.model != w.warm:
+            cost = switch_cost.get(chosen.model, DEFAULT_SWITCH_COST_S)
+            if remaining[chosen.task] - remaining[own.task] < cost:
+                chosen = own
+        groups[(chosen.pool, chosen.model)].remove(chosen)
+        out.append((w.id, chosen.task))
+    return out
+
+
+def _order(r: Ready) -> tuple:
+    return (r.priority, r.task)

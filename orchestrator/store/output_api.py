@@ -1,0 +1,51 @@
+"""The interface every output destination implements (a directory, an ``s3://`` prefix).
+
+A leaf of its own, so that :mod:`.outputs` (which opens destinations) and :mod:`.s3_objects`
+(the S3 destination) both import it and not each other.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from .base import BlobRef, Store, check_rel
+
+OUTPUT_REFUSAL = "refusing output path"
+
+
+class Output(ABC):
+    url: str
+
+    @abstractmethod
+    def put_json(self, rel: str, doc: Any) -> None:
+        """Publish a JSON document at ``rel`` (replacing it)."""
+
+    @abstractmethod
+    def put_blob(self, rel: str, store: Store, ref: BlobRef) -> None:
+        """Publish a verified copy of a store blob at ``rel`` (skipped when identical)."""
+
+    @abstractmethod
+    def get_json(self, rel: str) -> Any | None:
+        """A published JSON document, or ``None`` when it is missing or not JSON."""
+
+    @abstractmethod
+    def holds(self, rel: str, sha256: str) -> bool:
+        """Does ``rel`` hold exactly the bytes of digest ``sha256``?"""
+
+    @abstractmethod
+    def list_masters(self) -> list[str]:
+        """Published masters: ``masters/<name>.mp4`` paths."""
+
+    @abstractmethod
+    def remove(self, rel: str) -> None:
+        """Remove a published file (missing is fine)."""
+
+    def check_writable(self) -> None:  # noqa: B027 - a hook; S3 permissions show on first write
+        """Raise :class:`StoreError` when the location certainly cannot be written, before any
+        work is done for it."""
+
+
+def check_output_rel(rel: str) -> str:
+    """``rel`` if it is a plain relative path under an output's root, else ``ValueError``."""
+    return check_rel(rel, OUTPUT_REFUSAL)
