@@ -231,7 +231,7 @@ def test_adding_an_option_never_renames_an_existing_branch(case):
 
 
 def test_every_task_has_a_bounded_render_time_by_default():
-    from orchestrator.plan import TIMEOUT_FACTOR, TIMEOUT_FLOOR_S
+    from orchestrator.plan.models import TIMEOUT_FACTOR, TIMEOUT_FLOOR_S
 
     plan = expand(load_manifest(str(MANIFESTS / "heist.yaml")).story)
     for t in plan.tasks:

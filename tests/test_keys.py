@@ -229,7 +229,7 @@ def test_canonical_json_refuses_what_has_no_canonical_form():
 
 
 def test_key_schema_is_part_of_the_key(monkeypatch):
-    from orchestrator import keys
+    from orchestrator.plan import keys
 
     fields = dict(salt="", backend="b", backend_version="1", model=None, revision=None,
                   params={}, prompt="p", negative_prompt="", seed=1, frames=2, profile={},

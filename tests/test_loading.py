@@ -374,7 +374,7 @@ def test_deep_nesting_is_refused_with_reelfarms_limit(
     case: str, parser: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The refusal is reelfarm's, at its own limit, whichever parser PyYAML uses."""
-    from orchestrator import loading
+    from orchestrator.spec import loading
 
     if parser == "python":
         monkeypatch.setattr(loading, "_Loader", loading._PyLoader)

@@ -1,5 +1,5 @@
 """``python -m orchestrator.cli``."""
 
-from .story import main
+from . import main
 
 main()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,12 +24,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..plan.expand import expand
+from ..plan.expand import BRANCH_NAME_RE, expand
 from ..plan.keys import master_key
 from ..spec.manifest import Story
+from ..store import BlobRef, Store
 from ..store.output_api import Output, check_output_rel
 from ..store.outputs import LocalOutput, open_output
-from ..store import BlobRef, Store
 from . import _fmp4, hls
 from ._package import (
     DEFAULT_SEGMENT_SECONDS,
@@ -63,7 +62,6 @@ CONTENT_TYPES = {
     ".m4s": "video/iso.segment",
 }
 
-_BRANCH_FILE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 
 
 @dataclass
@@ -159,7 +157,7 @@ def package_story(story: Story, store: Store, out_url: str, *,
     renditions: list[hls.Rendition] = []
     playlists: dict[str, str] = {}
     for b in plan.branches:
-        if not _BRANCH_FILE.match(b.name) or ".." in b.name:
+        if not BRANCH_NAME_RE.match(b.name):  # expansion made it; checked before it is a path
             raise ValueError(f"branch name {b.name!r} cannot name a playlist file")
         items: list[hls.PlaylistSegment] = []
         for tid in b.tasks:
