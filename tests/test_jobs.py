@@ -352,7 +352,7 @@ def test_user_info_in_an_address_is_never_printed(ray_head, farm):
             (args, r.stdout, r.stderr)
         assert r.returncode in (0, 2), (args, r.stderr)
     # the address is shown, without its user info
-    assert "http://127.0.0.1:1" in r.stderr
+    assert "http://***@127.0.0.1:1" in r.stderr  # the address, its user info hidden
 
 
 def test_help_has_examples_and_the_auth_setup():

@@ -100,7 +100,8 @@ def test_render_refuses_the_dashboard_url_saying_what_to_use(tiny, tmp_path, how
     assert r.returncode == 2
     lines = errors(r)
     assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("error: http://127.0.0.1:8265 is the Ray dashboard's HTTP address")
+    assert lines[0].startswith(
+        "error: http://***@127.0.0.1:8265 is the Ray dashboard's HTTP address")
     assert "RAY_API_SERVER_ADDRESS" in lines[0] and "HEAD:6379" in lines[0]
     assert "s3cr3tpw" not in r.stderr and "admin" not in r.stderr
     assert not (tmp_path / "out" / "masters").exists()
