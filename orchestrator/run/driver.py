@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..plan.keys import master_key
-from ..store import BlobRef, CorruptBlob, Store
+from ..store import CorruptBlob, Store
 from ..store.lookup import lookup_with_copies
 from . import policy
-from .assembly import Assembler, stored_master
+from .assembly import Assembler
+from .masters import Masters
 from .pool import (
     Corrupt,
     Lost,
@@ -41,7 +40,6 @@ from .pool import (
 )
 from .state import (
     CACHED,
-    DONE,
     FAILED,
     PENDING,
     READY,
@@ -102,11 +100,7 @@ class Scheduler:
         self.assembly = Assembler(store_url, s3_endpoint, plan.profile, plan.encoder)
         self.corrupt: list[dict[str, str]] = []
         self._corrupt_seen: dict[str, int] = defaultdict(int)
-        self._from_copy: set[str] = set()  # task keys whose record is a run record's copy
-        self._sound_masters: set[str] = set()  # master digests re-hashed in this run
-        # (branch name, digest) -> True when the output already holds exactly that master, so
-        # publishing will not read the store's copy and re-hashing it can be skipped
-        self.published: Callable[[str, str], bool] | None = None
+        self.masters = Masters(plan, store, self.state, self._found_corrupt, self._note)
         self.started = time.monotonic()
         self._ready: dict[str, policy.Ready] = {}
         self._order = {t.id: i for i, t in enumerate(plan.tasks)}
@@ -141,7 +135,7 @@ class Scheduler:
     def lookup(self, force: set[str] = frozenset()) -> None:
         """Mark tasks whose records exist (and whose blobs are present) as cached (see
         :mod:`orchestrator.store.lookup` for the requests it makes)."""
-        found, self._from_copy = lookup_with_copies(
+        found, self.masters.from_copy = lookup_with_copies(
             self.store, self.plan.story, [t.key for t in self.plan.tasks])
         self.state.looked_up(found, force)
 
@@ -149,15 +143,7 @@ class Scheduler:
         return self.state.records()
 
     def master_keys(self) -> dict[str, str]:
-        """The master key of every branch whose clips are all cached (computed from the clip
-        digests, no request), by branch name: the first run record names them, so that a
-        concurrent ``cache gc`` keeps the masters this run may reuse."""
-        out = {}
-        for b in self.branches:
-            if all(self.runs[t].status == CACHED for t in b.tasks):
-                b.key = self._master_key(b)
-                out[b.name] = b.key
-        return out
+        return self.masters.keys_of_cached()
 
     def lookup_masters(self) -> None:
         """Mark branches whose master is already in the store (all clips cached) as done."""
@@ -168,80 +154,8 @@ class Scheduler:
     def needs_cluster(self) -> bool:
         return self.state.needs_cluster()
 
-    def _master_key(self, b: BranchRun) -> str:
-        return master_key([c.sha256 for c in self.state.clips(b)], self.plan.profile.model_dump(),
-                          self.plan.encoder)
-
-    def expected_frames(self, b: BranchRun) -> int:
-        return sum(self.runs[t].task.frames for t in b.tasks)
-
     def _reuse_master(self, b: BranchRun) -> bool:
-        """Reuse the stored master of ``b``'s clips when its record exists, its frames are the
-        plan's and its bytes verify (a corrupt master is reported and assembled again)."""
-        b.key, rec = stored_master(self.store, self.state.clips(b), self.plan.profile,
-                                   self.plan.encoder)
-        if rec is None:
-            return False
-        if rec.frames != self.expected_frames(b):
-            # The clips said to be this branch's are not: a copy of a record in a run record
-            # disagrees with the store. Confirm the branch's records and look again.
-            if self.confirm_copies(b) and all(self.runs[t].record is not None
-                                              for t in b.tasks):
-                return self._reuse_master(b)
-            return False
-        ref = rec.outputs["master"]
-        if not self._master_sound(b, ref):
-            self.store.delete_action(b.key)
-            return False
-        self.state.branch_done(b, ref, rec.frames, cached=True)
-        return True
-
-    def _master_sound(self, b: BranchRun, ref: BlobRef) -> bool:
-        """Re-hash a stored master once per run (unless the output already holds exactly its
-        bytes, so publishing never reads it); a corrupt one is reported."""
-        if ref.sha256 in self._sound_masters or (
-                self.published and self.published(b.name, ref.sha256)):
-            return True
-        from ..store.cache import rehash
-
-        if rehash(self.store, ref.sha256) is not None:
-            self.corrupt.append({"sha256": ref.sha256, "found_by": f"master {b.name}"})
-            self._corrupt_seen[ref.sha256] += 1
-            if self.progress:
-                self.progress.note(f"corrupt master {ref.sha256[:12]} of {b.name}; "
-                                   "assembling it again")
-            return False
-        self._sound_masters.add(ref.sha256)
-        return True
-
-    def confirm_copies(self, b: BranchRun) -> bool:
-        """Read the stored records of ``b``'s tasks that came from run-record copies; a copy
-        that differs from the store's record is replaced by it (or, when the store has none
-        with its blobs, the task renders again). True when some copy was wrong."""
-        keys = sorted({self.runs[t].task.key for t in b.tasks} & self._from_copy)
-        if not keys:
-            return False
-        stored = self.store.get_actions(keys)
-        self._from_copy -= set(keys)
-        wrong = False
-        for t in b.tasks:
-            run = self.runs[t]
-            if run.task.key not in stored or run.status != CACHED:
-                continue
-            rec = stored[run.task.key]
-            if rec == run.record:
-                continue
-            wrong = True
-            present = rec is not None and all(self.store.has_blobs(rec.outputs.values()).values())
-            if present:
-                run.record = rec
-            else:
-                run.record, run.status = None, PENDING
-                run.reason = "its run record's copy disagreed with the store"
-        if wrong and self.progress:
-            self.progress.note(f"{b.name}: a run record's copy of a record disagreed with the "
-                               "store; the store's record is used")
-        return wrong
+        return self.masters.reuse(b)
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -467,23 +381,24 @@ class Scheduler:
         if self.progress:
             self.progress.task_finished(self, run)
 
-    def _corrupt(self, digest: str, found_by: str) -> None:
-        """A blob failed verification: every task whose record points at it renders again."""
+    def _note(self, line: str) -> None:
+        if self.progress:
+            self.progress.note(line)
+
+    def _found_corrupt(self, digest: str, found_by: str) -> None:
         self.corrupt.append({"sha256": digest, "found_by": found_by})
         self._corrupt_seen[digest] += 1
+
+    def _corrupt(self, digest: str, found_by: str) -> None:
+        """A blob failed verification: every task whose record points at it renders again."""
+        self._found_corrupt(digest, found_by)
         if self._corrupt_seen[digest] > MAX_CORRUPT_READS:
             # The store keeps handing back bad bytes for it (a failing disk, a broken proxy):
             # rendering again cannot help. Its tasks fail instead of looping forever.
             why = (f"blob {digest[:12]} read corrupt {self._corrupt_seen[digest]} times; "
                    "check the store (reelfarm cache verify)")
-            for run in self.runs.values():
-                if run.record and any(o.sha256 == digest for o in run.record.outputs.values()):
-                    run.record = None
-                    self.state.fail(run, why)
-                    self._failed(run)
-            for b in self.branches:
-                if b.status == "waiting" and found_by == f"master {b.name}":
-                    b.status, b.error = "failed", why
+            for run in self.state.fail_holders(digest, why, master_of=found_by):
+                self._failed(run)
             return
         if self.progress:
             self.progress.note(f"corrupt blob {digest[:12]} found by {found_by}; re-rendering")
@@ -512,23 +427,17 @@ class Scheduler:
     # -- branches --------------------------------------------------------------------------
     def _refresh_branches(self) -> None:
         for b in self.state.branches_to_assemble():
-            if all(self.runs[t].record is not None for t in b.tasks) and self._reuse_master(b):
+            again = self.masters.settle(b)
+            if again is True:  # reused
                 if self.progress:
                     self.progress.branch_finished(self, b)
                 continue
-            # A copy never decides a master's content unchecked: confirm the copies first.
-            if self.confirm_copies(b):
-                lost = [self.runs[t] for t in b.tasks if self.runs[t].status not in DONE]
-                if lost:  # a copy was wrong and the store has no sound record: render it
-                    for run in lost:
-                        if run.status == PENDING and self.state.deps_done(run):
-                            self._queue(self.state.ready(run))
-                    continue
-                if self._reuse_master(b):
-                    if self.progress:
-                        self.progress.branch_finished(self, b)
-                    continue
-            b.key = self._master_key(b)
+            if again:  # a copy was wrong and the store has no sound record: render them
+                for run in again:
+                    if run.status == PENDING and self.state.deps_done(run):
+                        self._queue(self.state.ready(run))
+                continue
+            b.key = self.masters.key(b)
             b.status = "assembling"
             self.assembly.start(b, b.key, self.state.clips(b))
 
@@ -540,9 +449,9 @@ class Scheduler:
             return
         if isinstance(got, BaseException):
             b.status, b.error = "failed", one_line(got)
-        elif got.frames != self.expected_frames(b):
+        elif got.frames != self.masters.expected_frames(b):
             b.status = "failed"
-            b.error = f"master has {got.frames} frames, the plan {self.expected_frames(b)}"
+            b.error = f"master has {got.frames} frames, the plan {self.masters.expected_frames(b)}"
         else:
             self.state.branch_done(b, got.outputs["master"], got.frames, cached=False)
         if self.progress:

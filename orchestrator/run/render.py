@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ..plan.expand import expand
-from ..spec.manifest import Story
-from ..store.outputs import open_output
 from ..plan.models import RenderPlan
-from .progress import Progress
-from .driver import FAILED, Interrupted, Scheduler, SchedulerOptions
+from ..spec.manifest import Story
 from ..store import BlobMissing, CorruptBlob, Store, StoreError, open_store
+from ..store.outputs import open_output
+from .driver import FAILED, Interrupted, Scheduler, SchedulerOptions
+from .progress import Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 143  # interrupted by SIGTERM (Ray's stop_job, a pod's deletion or deadline)
@@ -297,7 +297,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
         plan, store, store_url=store_url, s3_endpoint=opts.s3_endpoint,
         options=opts.scheduler, progress=progress,
     )
-    sched.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
+    sched.masters.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
     run_id = opts.run_id or new_run_id()
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()

@@ -197,6 +197,21 @@ class RunState:
                         self.runs[dep].status = PENDING
         return invalid, ready
 
+    def fail_holders(self, digest: str, why: str, *, master_of: str = "") -> list[TaskRun]:
+        """Fail every task whose record names ``digest`` (a blob that keeps reading corrupt),
+        and the waiting branch whose master it is (``master_of`` = ``"master <branch>"``);
+        returns the failed tasks."""
+        failed = []
+        for run in self.runs.values():
+            if run.record and any(o.sha256 == digest for o in run.record.outputs.values()):
+                run.record = None
+                self.fail(run, why)
+                failed.append(run)
+        for b in self.branches:
+            if b.status == "waiting" and master_of == f"master {b.name}":
+                b.status, b.error = "failed", why
+        return failed
+
     def stall(self) -> None:
         """Nothing runs and nothing is ready: every non-terminal task is unreachable."""
         for run in self.runs.values():
