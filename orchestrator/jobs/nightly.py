@@ -347,7 +347,7 @@ def is_unchanged(story, store: Store, out: Output) -> bool:
 
     plan = plan_story(story, store)
     sched = Scheduler(plan, store, store_url=store.url)
-    sched.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
+    sched.masters.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
     sched.lookup()
     sched.lookup_masters()
     if sched.needs_cluster():
