@@ -70,7 +70,7 @@ def chromium_or_skip() -> Path:
     pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     exe = chromium_or_skip()
     try:

@@ -119,7 +119,7 @@ def test_a_cached_render_onto_a_full_out_is_one_line_and_leaves_no_temporary_fil
         assert code == 1
         assert "Traceback" not in stderr
         # each write that failed is one line naming its file under --out
-        errors = [line for line in stderr.splitlines() if line.startswith("error")]
+        errors = [line for line in stderr.splitlines() if line.strip().startswith("error")]
         assert errors and all(str(mnt / "out") in line for line in errors), stderr
         assert not [p for p in mnt.rglob(".tmp-*")]
 

@@ -206,7 +206,7 @@ def package_story(story: Story, store: Store, out_url: str, *,
     package_bytes = sum(ref.size for ref in blobs.values())
     clip_sizes = {ref.sha256: ref.size for ref in clips.values()}
     masters = store.get_actions([
-        master_key([clips[t].sha256 for t in b.tasks], plan.profile.model_dump())
+        master_key([clips[t].sha256 for t in b.tasks], plan.profile.model_dump(), plan.encoder)
         for b in plan.branches
     ])
     master_sizes = [r.outputs["master"].size if r and "master" in r.outputs else None

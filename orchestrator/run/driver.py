@@ -364,7 +364,8 @@ class Scheduler:
         elif isinstance(outcome, Corrupt):
             run.attempts -= 1
             self._corrupt(outcome.digest, found_by=run.task.id)
-            run.status = PENDING
+            if run.status not in TERMINAL:  # blocked when the blob's task failed (the bound)
+                run.status = PENDING
         elif isinstance(outcome, Raised):
             backoff = self.opts.backoff_s * 2 ** (run.attempts - 1)
             again = self.state.errored(run, outcome.error, retries=self.opts.retries,
