@@ -141,9 +141,9 @@ def start_moto() -> tuple[subprocess.Popen, str]:
 def count_lookup_requests(doc: dict[str, Any], store_url: str) -> dict[str, int]:
     """Requests of the cache lookup of the cached story, and of the same lookup object by
     object (what it cost before listings and the run record's copies of the records)."""
-    from orchestrator.spec.manifest import Story
-    from orchestrator.run.render import plan_story
     from orchestrator.run.driver import Scheduler
+    from orchestrator.run.render import plan_story
+    from orchestrator.spec.manifest import Story
     from orchestrator.store.s3 import S3Store
 
     store = S3Store(store_url)

@@ -186,8 +186,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
 
-    from orchestrator.spec.manifest import Story
     from orchestrator.run.render import RenderOptions, render_story
+    from orchestrator.spec.manifest import Story
 
     width, height = (int(x) for x in args.size.split("x"))
     doc = story_doc(args.levels, args.fps, width, height)

@@ -75,10 +75,10 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from actors.backends import Backend, Renderer, Resources, register_backend  # noqa: E402
-from orchestrator.plan.expand import expand  # noqa: E402
-from orchestrator.spec.manifest import Story  # noqa: E402
 from orchestrator.plan import RenderPlan  # noqa: E402
+from orchestrator.plan.expand import expand  # noqa: E402
 from orchestrator.run.driver import Scheduler, SchedulerOptions  # noqa: E402
+from orchestrator.spec.manifest import Story  # noqa: E402
 from orchestrator.store import open_store  # noqa: E402
 
 FPS = 8

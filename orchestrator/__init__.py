@@ -36,8 +36,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .plan.expand import PlanError, expand
-    from .spec.errors import ManifestInvalid, Problem
     from .jobs.client import (
         JobAuthError,
         JobError,
@@ -53,11 +51,13 @@ if TYPE_CHECKING:
         submit,
         wait_job,
     )
+    from .plan.expand import PlanError, expand
+    from .plan.models import Branch, RenderPlan, RenderTask
+    from .run.driver import SchedulerOptions, Unplaceable
+    from .run.render import RenderOptions, RenderResult, render_story
+    from .spec.errors import ManifestInvalid, Problem
     from .spec.loading import Manifest, load_manifest
     from .spec.manifest import Story
-    from .plan.models import Branch, RenderPlan, RenderTask
-    from .run.render import RenderOptions, RenderResult, render_story
-    from .run.driver import SchedulerOptions, Unplaceable
     from .store import Store, open_store
 
 _HOME = {

@@ -13,8 +13,8 @@ from actors.assemble import SpecMismatch, concat_clips, concat_list
 from actors.backends.previz import PrevizRenderer
 from actors.encode import ClipEncoder
 from actors.media import ffmpeg_exe, probe
-from orchestrator.spec.manifest import Profile, RendererSpec
 from orchestrator.plan import RenderTask
+from orchestrator.spec.manifest import Profile, RendererSpec
 
 PROFILE = Profile(width=256, height=144, fps=24)
 FRAMES = (10, 24, 7)

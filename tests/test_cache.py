@@ -9,9 +9,9 @@ from pathlib import Path
 
 from cachetools import by_id, fork_story, masters, plan_json, render, run_cli, save
 
-from orchestrator.store.cache import plan_gc
 from orchestrator.store import open_store
 from orchestrator.store.base import action_path, blob_path
+from orchestrator.store.cache import plan_gc
 
 
 def _files(store: Path) -> set[str]:

@@ -333,8 +333,8 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
 
 
 def test_store_and_output_files_honour_the_umask(tmp_path):
-    from orchestrator.store.outputs import open_output
     from orchestrator.store import open_store
+    from orchestrator.store.outputs import open_output
 
     old = os.umask(0o027)
     try:

@@ -25,8 +25,8 @@ from actors.backends.diffusion import (
     model_ref,
     resolve_dtype,
 )
-from orchestrator.spec.manifest import Profile, RendererSpec
 from orchestrator.plan import RenderTask
+from orchestrator.spec.manifest import Profile, RendererSpec
 
 pytestmark = pytest.mark.diffusion
 

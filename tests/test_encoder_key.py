@@ -104,8 +104,8 @@ def test_no_usable_ffmpeg_is_one_clear_line_and_validate_needs_none(tmp_path, mo
 
 
 def test_masters_are_keyed_and_joined_by_one_build(tmp_path):
-    from orchestrator.run.assembly import assemble_master
     from orchestrator.plan.keys import master_key
+    from orchestrator.run.assembly import assemble_master
     from orchestrator.spec.manifest import Profile
 
     ours = encoder_id()

@@ -22,8 +22,8 @@ from fixtures_s3 import Requests, _empty_prefix, new_s3_location
 from storybuild import shot, story
 
 from orchestrator.plan.expand import expand
-from orchestrator.run.render import RenderOptions, render_story
 from orchestrator.run.driver import Scheduler
+from orchestrator.run.render import RenderOptions, render_story
 from orchestrator.run.state import CACHED
 from orchestrator.store import ActionRecord, open_store
 from orchestrator.store.base import action_path, blob_path

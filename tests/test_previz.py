@@ -9,8 +9,8 @@ from actors.backends import get_backend
 from actors.backends.previz import PrevizBackend, PrevizRenderer
 from actors.encode import ClipEncoder
 from actors.media import probe
-from orchestrator.spec.manifest import Profile, RendererSpec
 from orchestrator.plan import RenderTask
+from orchestrator.spec.manifest import Profile, RendererSpec
 
 PROFILE = Profile(width=256, height=144, fps=24)
 

@@ -22,8 +22,8 @@ from backends_for_tests import NoRendererBackend, SleepBackend, use
 from cachetools import check_masters, cli_process, plan_json, run_cli, save, wait_for
 from storybuild import shot, story, story_dict
 
-from orchestrator.run.render import RenderOptions, render_story
 from orchestrator.run.driver import WorkerStartError
+from orchestrator.run.render import RenderOptions, render_story
 from orchestrator.store import sha256_file
 
 use(SleepBackend("sleep"))

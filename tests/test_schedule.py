@@ -13,8 +13,8 @@ from fixtures_ray import GPU_TYPE
 from storybuild import shot, story
 
 from actors.media import probe
-from orchestrator.run.render import RenderOptions, render_story
 from orchestrator.run.driver import SchedulerOptions, Unplaceable
+from orchestrator.run.render import RenderOptions, render_story
 from orchestrator.store import open_store
 
 pytestmark = pytest.mark.cluster

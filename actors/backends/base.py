@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import numpy as np
 
-    from orchestrator.spec.manifest import Profile, RendererSpec
     from orchestrator.plan import RenderTask
+    from orchestrator.spec.manifest import Profile, RendererSpec
 
 
 @dataclass(frozen=True)

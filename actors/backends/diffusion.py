@@ -32,8 +32,8 @@ from .families import Family
 if TYPE_CHECKING:
     import numpy as np
 
-    from orchestrator.spec.manifest import Profile, RendererSpec
     from orchestrator.plan import RenderTask
+    from orchestrator.spec.manifest import Profile, RendererSpec
 
 #: Image-to-video micro-conditioning of the ``svd`` family (constants: the backend version
 #: covers them).

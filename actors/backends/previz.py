@@ -25,8 +25,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from .base import Backend, Renderer, Resources
 
 if TYPE_CHECKING:
-    from orchestrator.spec.manifest import Profile, RendererSpec
     from orchestrator.plan import RenderTask
+    from orchestrator.spec.manifest import Profile, RendererSpec
 
 #: The backdrop is this much larger than the frame, so the camera has room to move.
 CANVAS_SCALE = 1.3

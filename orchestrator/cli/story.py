@@ -1,4 +1,4 @@
-"""``reelfarm validate``, ``plan``, ``render`` and ``schema``: one story, from manifest to masters."""
+"""``reelfarm validate``, ``plan``, ``render`` and ``schema``: one story, manifest to masters."""
 
 from __future__ import annotations
 

@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..plan import RenderPlan
 from ..plan.keys import digest
 from ..spec.manifest import Story
-from ..plan import RenderPlan
-from ..store import ActionRecord, BlobRef, Store
 from ..spec.storygraph import topological_order
+from ..store import ActionRecord, BlobRef, Store
 from . import _fmp4
 
 PACKAGE_SCHEMA = "reelfarm-cmaf/1"

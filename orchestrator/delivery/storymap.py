@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..spec.manifest import Story
 from ..plan import RenderPlan
+from ..spec.manifest import Story
 from ..spec.storygraph import predecessors, topological_order
 
 STORY_MAP_VERSION = 1

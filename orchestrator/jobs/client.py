@@ -51,8 +51,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from ..spec.errors import ManifestInvalid, Problem
 from ..run.render import new_run_id
+from ..spec.errors import ManifestInvalid, Problem
 from ..spec.urls import BadLocation, redact_url, without_userinfo
 from ..spec.urls import s3_endpoint as resolve_s3_endpoint
 
@@ -419,8 +419,8 @@ def submission_id(story: str, manifest: bytes, *, store: str, out: str,
 def _read_manifest(source: str, s3_endpoint: str | None) -> tuple[bytes, Story]:
     from ..plan.expand import PlanError, expand
     from ..spec.loading import MAX_MANIFEST_BYTES, load_manifest
-    from ..store.sources import read_source
     from ..store import StoreError
+    from ..store.sources import read_source
 
     try:
         data = read_source(source, s3_endpoint=s3_endpoint)

@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from ..plan.expand import expand
-from ..store.outputs import LocalOutput, Output, open_output
-from ..run.render import RenderOptions, new_run_id, plan_story, render_story
 from ..run.driver import Scheduler, SchedulerOptions
+from ..run.render import RenderOptions, new_run_id, plan_story, render_story
 from ..store import BlobRef, Store, open_store, sha256_file
+from ..store.outputs import LocalOutput, Output, open_output
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -23,10 +23,10 @@ from typing import Any
 
 from actors.backends import UnknownBackend, get_backend
 
-from .keys import derive_seed, render_key
 from ..spec.manifest import Profile, RendererSpec, Segment, Story
-from .models import Branch, RenderPlan, RenderTask
 from ..spec.storygraph import predecessors, topological_order
+from .keys import derive_seed, render_key
+from .models import Branch, RenderPlan, RenderTask
 
 DEFAULT_MAX_BRANCHES = 256
 DEFAULT_MAX_TASKS = 10_000

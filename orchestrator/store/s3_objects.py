@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .output_api import Output, check_output_rel
 from .base import CHUNK, BlobMissing, BlobRef, CorruptBlob, Store, StoreError, blob_path
+from .output_api import Output, check_output_rel
 from .s3 import S3Store, _hex_to_b64, parse_s3_url
 
 MAX_COPY_BYTES = 5 * (1 << 30)  # CopyObject's limit; larger blobs are streamed instead
