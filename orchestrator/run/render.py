@@ -27,6 +27,7 @@ from ..spec.manifest import Story
 from ..store import BlobMissing, CorruptBlob, Store, StoreError, open_store
 from ..store.outputs import open_output
 from .driver import FAILED, Interrupted, Scheduler, SchedulerOptions
+from .pool import one_line as _one_line
 from .progress import Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -402,11 +403,6 @@ def _finish(sched: Scheduler, store: Store, out, run_id: str, started: datetime,
         status = report["status"] = "failed" if status == "succeeded" else status
     code = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[status]
     return RenderResult(code, report, branches or [], out.url)
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[-1] if text else ''}"[:500]
 
 
 def _master_doc(plan_b, b, fps: int) -> dict[str, Any]:
