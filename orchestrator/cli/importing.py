@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 import click
 
 from ..spec.errors import Problem
+from ..store.files import write_atomic
 
 EXIT_INVALID = 2
 
@@ -87,23 +87,13 @@ def _n(count: int, one: str, many: str | None = None) -> str:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
+    """Write the manifest in one step, keeping a replaced file's permissions."""
     try:
-        mode = os.stat(path).st_mode & 0o777  # keep a replaced file's permissions
+        mode = os.stat(path).st_mode & 0o777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask  # a new file: as open() would make it
-    fd, tmp = tempfile.mkstemp(prefix=".import-", suffix=".yaml", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        mode = None  # a new file: as the umask gives it
+    data = text.encode("utf-8")
+    write_atomic(path, lambda f: f.write(data), mode)
 
 
 COMMANDS = [import_]

@@ -36,8 +36,10 @@ def file_mode() -> int:
     return 0o666 & ~umask()
 
 
-def write_atomic(dest: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write ``dest`` through ``write(f)`` on a temporary file, then rename it into place."""
+def write_atomic(dest: str | Path, write: Callable[[IO[bytes]], Any],
+                 mode: int | None = None) -> None:
+    """Write ``dest`` through ``write(f)`` on a temporary file, then rename it into place,
+    with permissions ``mode`` (default: what the umask gives a new file)."""
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +50,7 @@ def write_atomic(dest: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fchmod(f.fileno(), file_mode())
+            os.fchmod(f.fileno(), file_mode() if mode is None else mode)
             os.fsync(f.fileno())
         os.replace(tmp, dest)
     except OSError as e:

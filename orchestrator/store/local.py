@@ -68,9 +68,6 @@ class LocalStore(Store):
             raise ValueError(f"path escapes the store: {rel!r}")
         return p
 
-    def _write_atomic(self, dest: Path, write) -> None:
-        write_atomic(dest, write)
-
     def _blob_ok(self, dest: Path, digest: str) -> bool:
         """An existing blob counts only if its bytes are right (a corrupt one is replaced)."""
         return dest.exists() and sha256_file(dest)[0] == digest
@@ -85,14 +82,14 @@ class LocalStore(Store):
                 with open(path, "rb") as src:
                     shutil.copyfileobj(src, f, CHUNK)
 
-            self._write_atomic(dest, copy)
+            write_atomic(dest, copy)
         return BlobRef(sha256=digest, size=size)
 
     def put_bytes(self, data: bytes) -> BlobRef:
         digest = sha256_bytes(data)
         dest = self._abs(blob_path(digest))
         if not self._blob_ok(dest, digest):
-            self._write_atomic(dest, lambda f: f.write(data))
+            write_atomic(dest, lambda f: f.write(data))
         return BlobRef(sha256=digest, size=len(data))
 
     def get_bytes(self, digest: str) -> bytes:
@@ -122,7 +119,7 @@ class LocalStore(Store):
             if h.hexdigest() != digest:
                 raise CorruptBlob(digest, h.hexdigest())
 
-        self._write_atomic(dest, copy)
+        write_atomic(dest, copy)
 
     def has_blobs(self, refs: Iterable[BlobRef]) -> dict[str, bool]:
         out: dict[str, bool] = {}
@@ -169,7 +166,7 @@ class LocalStore(Store):
 
     def put_action(self, record: ActionRecord) -> None:
         data = record.to_json()
-        self._write_atomic(self._abs(action_path(record.key)), lambda f: f.write(data))
+        write_atomic(self._abs(action_path(record.key)), lambda f: f.write(data))
 
     def iter_action_keys(self) -> Iterator[str]:
         base = self.root / "ac"
@@ -184,7 +181,7 @@ class LocalStore(Store):
 
     # -- documents -------------------------------------------------------------------------
     def put_doc(self, relpath: str, data: bytes) -> None:
-        self._write_atomic(self._abs(relpath), lambda f: f.write(data))
+        write_atomic(self._abs(relpath), lambda f: f.write(data))
 
     def get_doc(self, relpath: str) -> bytes | None:
         try:
