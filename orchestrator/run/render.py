@@ -29,6 +29,7 @@ from ..store.outputs import open_output
 from .driver import FAILED, Interrupted, Scheduler, SchedulerOptions
 from .pool import one_line as _one_line
 from .progress import Progress
+from .why import explain
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 143  # interrupted by SIGTERM (Ray's stop_job, a pod's deletion or deadline)
@@ -307,6 +308,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
         status = "running"
         try:
             sched.lookup(set(opts.force))
+            explain(plan, sched.runs, store, story_seed=story.spec.seed, force=opts.force)
             # A run record exists from the start, naming the masters this run may reuse, so
             # that `cache gc` never deletes what this run needs.
             sched.master_keys()
