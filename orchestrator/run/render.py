@@ -5,6 +5,8 @@ Outputs (DESIGN.md, CLI contract), under ``--out`` (default ``./renders/<story>/
     masters/<branch>.mp4    one per assembled branch
     branches.json           branches with their master's path, sha256, frames and seconds
     report.json             the run record: per-task status, totals (also kept in the store)
+    report.html             the same as a page: contact sheets, statuses, timings, masters
+    thumbs/<key>.jpg        the page's shot thumbnails
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..plan.models import RenderPlan
 from ..spec.manifest import Story
 from ..store import BlobMissing, CorruptBlob, Store, StoreError, open_store
 from ..store.outputs import open_output
+from . import report_html
 from .driver import FAILED, Interrupted, Scheduler, SchedulerOptions
 from .pool import one_line as _one_line
 from .progress import Progress
@@ -393,6 +396,9 @@ def _finish(sched: Scheduler, store: Store, out, run_id: str, started: datetime,
     if errors and status == "succeeded":
         status = report["status"] = "failed"
     report["errors"] = errors
+    if branches is not None and not _publish_page(sched, store, out, report, branches, errors,
+                                                  interrupted=status == "interrupted"):
+        status = report["status"] = "failed" if status == "succeeded" else status
     try:
         out.put_json("report.json", report)
     except (StoreError, OSError) as err:
@@ -405,6 +411,25 @@ def _finish(sched: Scheduler, store: Store, out, run_id: str, started: datetime,
         status = report["status"] = "failed" if status == "succeeded" else status
     code = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[status]
     return RenderResult(code, report, branches or [], out.url)
+
+
+def _publish_page(sched: Scheduler, store: Store, out, report: dict[str, Any],
+                  branches: list[dict[str, Any]], errors: list[str], *,
+                  interrupted: bool) -> bool:
+    """``report.html`` and its thumbnails. False when the page could not be written, which
+    fails the run as a ``report.json`` that cannot be written does; a thumbnail that cannot
+    be made is left out of the page and noted."""
+    records = {tid: r.record for tid, r in sched.runs.items() if r.record is not None}
+    try:
+        notes = report_html.publish(out, store, report, branches, records,
+                                    title=sched.plan.title, prune=not interrupted)
+    except (StoreError, OSError) as err:
+        errors.append(f"writing {out.url}/report.html failed: {_one_line(err)}")
+        return False
+    if sched.progress:
+        for line in notes:
+            sched.progress.note(line)
+    return True
 
 
 def _master_doc(plan_b, b, fps: int) -> dict[str, Any]:
