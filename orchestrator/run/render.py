@@ -30,6 +30,8 @@ from ..store import BlobMissing, CorruptBlob, Store, StoreError, open_store
 from ..store.outputs import open_output
 from . import report_html
 from .driver import FAILED, Interrupted, Scheduler, SchedulerOptions
+from .events import Listeners
+from .metrics import RunMetrics
 from .pool import one_line as _one_line
 from .progress import Progress
 from .why import explain
@@ -298,9 +300,11 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     check_force(plan, opts.force)
     out = open_output(opts.out or f"./renders/{plan.story}", s3_endpoint=opts.s3_endpoint)
     progress = Progress(opts.progress)
+    # Metrics go to Ray's metrics endpoint; priority 50 until runs are given one.
+    metrics = RunMetrics(plan.story, priority=int(getattr(opts, "priority", 50)))
     sched = Scheduler(
         plan, store, store_url=store_url, s3_endpoint=opts.s3_endpoint,
-        options=opts.scheduler, progress=progress,
+        options=opts.scheduler, progress=Listeners(progress, metrics),
     )
     sched.masters.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
     run_id = opts.run_id or new_run_id()
