@@ -27,6 +27,7 @@ The driver records them as a listener of its events (:class:`RunMetrics`); the a
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -181,11 +182,28 @@ class RunMetrics:
         self.tally = Tally(story)
         self.priority = priority
         self._last_queue = 0.0
+        self.off = False
 
     def _flush(self) -> None:
-        for name, tags, value in self.tally.recorded:
-            record(name, dict(tags), value)
+        """Record what the tally holds. Metrics never fail a render: a metric Ray refuses is
+        made again once (Ray may have been restarted in this process), then metrics are off
+        for the run, with a warning in the log."""
+        pending = list(self.tally.recorded)
         self.tally.recorded.clear()
+        if self.off:
+            return
+        for name, tags, value in pending:
+            try:
+                record(name, dict(tags), value)
+            except Exception:  # noqa: BLE001 - retried once with new metric objects
+                _made.clear()
+                try:
+                    record(name, dict(tags), value)
+                except Exception as err:  # noqa: BLE001 - reported, and metrics turned off
+                    self.off = True
+                    logging.getLogger(__name__).warning(
+                        "reelfarm metrics are off for this run: %s", err)
+                    return
 
     def start(self, run: RunView) -> None:
         runs = list(run.runs.values())
