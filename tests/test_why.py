@@ -252,3 +252,20 @@ def test_continuity_changes_are_said_as_such():
     got = reason(_doc(upstream="n" * 64, seed=2), _doc(upstream="o" * 64),
                  upstream_shot="hall", upstream_changes=['prompt: "a" → "b"'])
     assert got == ("seed: 1 → 2; upstream hall changed", ["seed: 1 → 2"])
+
+
+@pytest.mark.s3
+def test_reasons_from_an_s3_store(ray_cluster, s3_url, tmp_path):
+    """The same comparison over S3: the key documents are kept in the records there."""
+    use(SleepBackend("why-sleep"))
+    src = write_story(tmp_path / "why.yaml", base_story())
+    code, _, stderr = cli("render", str(src), "--store", s3_url, "--out", str(tmp_path / "out"),
+                          "--quiet")
+    assert code == 0, stderr
+    src = write_story(tmp_path / "s.yaml", edited(**{"mara-closeup__prompt": GREEN}))
+    args = ["plan", str(src), "--json", "--store", s3_url]
+    code, stdout, stderr = cli(*args)
+    assert code == 0, stderr
+    reasons = {t["id"]: t["reason"] for t in json.loads(stdout)["task_list"]}
+    assert reasons == {"mara-closeup": f'prompt: "{RED}" → "{GREEN}"',
+                       "vault-door": "upstream mara-closeup changed", "street": "cached"}
