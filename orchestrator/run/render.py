@@ -5,6 +5,8 @@ Outputs (DESIGN.md, CLI contract), under ``--out`` (default ``./renders/<story>/
     masters/<branch>.mp4    one per assembled branch
     branches.json           branches with their master's path, sha256, frames and seconds
     report.json             the run record: per-task status, totals (also kept in the store)
+    report.html             the same as a page: contact sheets, statuses, timings, masters
+    thumbs/<key>.jpg        the page's shot thumbnails
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ from ..plan.models import RenderPlan
 from ..spec.manifest import Story
 from ..store import BlobMissing, CorruptBlob, Store, StoreError, open_store
 from ..store.outputs import open_output
+from . import report_html
 from .driver import FAILED, Interrupted, Scheduler, SchedulerOptions
+from .events import Listeners
+from .metrics import RunMetrics
 from .pool import one_line as _one_line
 from .progress import Progress
+from .why import explain
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 143  # interrupted by SIGTERM (Ray's stop_job, a pod's deletion or deadline)
@@ -294,9 +300,11 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     check_force(plan, opts.force)
     out = open_output(opts.out or f"./renders/{plan.story}", s3_endpoint=opts.s3_endpoint)
     progress = Progress(opts.progress)
+    # Metrics go to Ray's metrics endpoint; priority 50 until runs are given one.
+    metrics = RunMetrics(plan.story, priority=int(getattr(opts, "priority", 50)))
     sched = Scheduler(
         plan, store, store_url=store_url, s3_endpoint=opts.s3_endpoint,
-        options=opts.scheduler, progress=progress,
+        options=opts.scheduler, progress=Listeners(progress, metrics),
     )
     sched.masters.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
     run_id = opts.run_id or new_run_id()
@@ -307,6 +315,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
         status = "running"
         try:
             sched.lookup(set(opts.force))
+            explain(plan, sched.runs, store, story_seed=story.spec.seed, force=opts.force)
             # A run record exists from the start, naming the masters this run may reuse, so
             # that `cache gc` never deletes what this run needs.
             sched.master_keys()
@@ -391,6 +400,9 @@ def _finish(sched: Scheduler, store: Store, out, run_id: str, started: datetime,
     if errors and status == "succeeded":
         status = report["status"] = "failed"
     report["errors"] = errors
+    if branches is not None and not _publish_page(sched, store, out, report, branches, errors,
+                                                  interrupted=status == "interrupted"):
+        status = report["status"] = "failed" if status == "succeeded" else status
     try:
         out.put_json("report.json", report)
     except (StoreError, OSError) as err:
@@ -403,6 +415,25 @@ def _finish(sched: Scheduler, store: Store, out, run_id: str, started: datetime,
         status = report["status"] = "failed" if status == "succeeded" else status
     code = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[status]
     return RenderResult(code, report, branches or [], out.url)
+
+
+def _publish_page(sched: Scheduler, store: Store, out, report: dict[str, Any],
+                  branches: list[dict[str, Any]], errors: list[str], *,
+                  interrupted: bool) -> bool:
+    """``report.html`` and its thumbnails. False when the page could not be written, which
+    fails the run as a ``report.json`` that cannot be written does; a thumbnail that cannot
+    be made is left out of the page and noted."""
+    records = {tid: r.record for tid, r in sched.runs.items() if r.record is not None}
+    try:
+        notes = report_html.publish(out, store, report, branches, records,
+                                    title=sched.plan.title, prune=not interrupted)
+    except (StoreError, OSError) as err:
+        errors.append(f"writing {out.url}/report.html failed: {_one_line(err)}")
+        return False
+    if sched.progress:
+        for line in notes:
+            sched.progress.note(line)
+    return True
 
 
 def _master_doc(plan_b, b, fps: int) -> dict[str, Any]:
