@@ -526,7 +526,8 @@ def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status:
         "tasks": tasks,
         "branches": [
             {"name": b.name, "status": b.status, "cached": b.cached, "frames": b.frames,
-             "master": b.master.sha256 if b.master else None, "key": b.key, "error": b.error}
+             "master": b.master.sha256 if b.master else None, "key": b.key, "error": b.error,
+             "tasks": list(b.tasks)}
             for b in sched.branches
         ],
         "failures": [
