@@ -47,6 +47,7 @@ function fmtSeconds(s) {
   const m = Math.floor(s / 60), h = Math.floor(m / 60);
   return h ? `${h} h ${m % 60} min` : `${m} min ${Math.round(s % 60)} s`;
 }
+const when = (t) => (t ? t.replace("T", " ").replace(/(\.\d+)?Z$/, "Z") : "—");
 const dash = (v) => (v === null || v === undefined || v === "" ? "—" : String(v));
 const statusTag = (s) => el("span", { class: `status st-${s}`, text: s });
 const media = (sha, ext) => `/media/${sha}.${ext}`;
@@ -65,7 +66,7 @@ async function showRuns() {
         "rendered", "cached", "failed", "blocked", "running", "duration", "eta"]
       .map((h) => el("th", { text: h })))), tbody);
   const note = el("p", { class: "muted", id: "runs-note" });
-  main.replaceChildren(el("h1", { text: "Runs" }), note, table);
+  main.replaceChildren(el("h1", { text: "Runs" }), note, el("div", { class: "scroll" }, table));
   const tick = async () => {
     try {
       const doc = await api("/api/runs");
@@ -78,7 +79,7 @@ async function showRuns() {
         return el("tr", { "data-run": `${r.story}/${r.run_id}`, "data-status": r.status },
           el("td", { text: r.story }), el("td", {}, link), el("td", {}, statusTag(r.status)),
           el("td", { text: dash(r.user) }), el("td", { text: dash(r.host) }),
-          el("td", { text: dash(r.started) }), el("td", { text: dash(r.version) }),
+          el("td", { text: when(r.started) }), el("td", { text: dash(r.version) }),
           el("td", { text: dash(r.priority) }), el("td", { text: dash(r.tasks) }),
           el("td", { text: c.rendered }), el("td", { text: c.cached }),
           el("td", { text: c.failed }), el("td", { text: c.blocked }),
@@ -123,7 +124,7 @@ function summaryLine(s) {
   return [statusTag(s.status),
     ` ${dash(s.tasks)} shots: ${c.rendered} rendered, ${c.cached} cached, ${c.failed} failed,` +
     ` ${c.blocked} blocked, ${c.running + s.running} running · ${dash(s.masters)} masters · ` +
-    `started ${dash(s.started)} by ${dash(s.user)} on ${dash(s.host)} · ` +
+    `started ${when(s.started)} by ${dash(s.user)} on ${dash(s.host)} · ` +
     `version ${dash(s.version)} · priority ${dash(s.priority)} · ${fmtSeconds(s.seconds)}` +
     (s.eta_seconds !== null ? ` · eta ${fmtSeconds(s.eta_seconds)}` : "")];
 }
