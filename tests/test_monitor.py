@@ -412,3 +412,40 @@ def test_reviews_refuses_a_bad_story_name_and_a_missing_store(site, tmp_path):
     code, _, err = run_cli("reviews", "lighthouse", "--store", str(tmp_path / "nowhere"))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_200_segment_story_stays_readable(ui, site, page, artifacts):
+    """A planned run of a 200-segment story (its record written through the store API, as a
+    render writes it before any shot finishes): every box drawn at full size, none overlapping,
+    every choice labelled."""
+    from test_monitor_layout import branching_story
+
+    graph = branching_story(200)
+    tasks = [{"id": shot, "shot": shot, "segment": s["id"], "key": f"{i:064x}",
+              "status": "pending", "cached": False, "reason": "never rendered", "seconds": 0.0,
+              "load_seconds": 0.0, "retries": 0, "node": None, "error": None, "clip": None}
+             for i, (s, shot) in enumerate((s, x) for s in graph["segments"] for x in s["shots"])]
+    rid = "19700101T000002Z-big200"
+    put_run_copy(site["store"], site["run"], rid, lambda d: d.update(
+        story="lighthouse", status="running", graph=graph, tasks=tasks, branches=[],
+        records={}))
+    open_run(page, ui, "lighthouse", rid)
+    boxes = page.eval_on_selector_all(
+        "#graph .seg-box", "ns => ns.map(n => { const b = n.getBoundingClientRect(); "
+        "return [b.left, b.top, b.right, b.bottom]; })")
+    assert len(boxes) == 200
+    assert page.locator("#graph .shot[data-status=pending]").count() == len(tasks)
+    rows: dict[float, list] = {}
+    for b in boxes:
+        rows.setdefault(round(b[1]), []).append(b)
+    for row in rows.values():
+        row.sort()
+        for a, b in zip(row, row[1:], strict=False):
+            assert a[2] < b[0], (a, b)
+    # text is drawn at its own size (the page scrolls; nothing is scaled down to fit)
+    size = page.eval_on_selector("#graph .seg-title",
+                                 "n => parseFloat(getComputedStyle(n).fontSize)")
+    assert size >= 12
+    assert page.locator("#graph .edge-label").count() == sum(
+        len(s["choice"]["options"]) for s in graph["segments"] if s["choice"])
+    snap(page, artifacts, "run-200")

@@ -10,16 +10,17 @@ from orchestrator.monitor.layout import BOX_H, NODE_GAP, box_width, edges_of, la
 
 
 def branching_story(n: int, seed: int = 7) -> dict:
-    """``n`` segments: runs of ``next`` with choices of 2 to 3 options that jump ahead (long
-    edges) and reconverge, as a large interactive story does."""
+    """``n`` segments, all reachable from the first: runs of ``next`` with choices of 2 to 3
+    options that jump ahead (long edges) and reconverge, as a large interactive story does."""
     r = random.Random(seed)
     segs = []
     for i in range(n):
         seg = {"id": f"s{i:03d}", "shots": [f"s{i:03d}-{k}" for k in range(r.randint(1, 4))],
                "next": None, "choice": None}
-        if i < n - 4:
+        if i < n - 1:
             if r.random() < 0.35:
-                targets = sorted({min(n - 1, i + r.randint(1, 9)) for _ in range(3)})
+                # the next segment among the options: every segment is reachable from start
+                targets = sorted({i + 1} | {min(n - 1, i + r.randint(2, 9)) for _ in range(2)})
                 seg["choice"] = {"prompt": "", "default": 0, "options": [
                     {"label": f"to {t:03d}", "next": f"s{t:03d}"} for t in targets]}
             else:
@@ -89,3 +90,16 @@ def test_a_reconverging_choice_is_drawn_in_three_layers():
 def test_the_layout_is_the_same_every_time():
     g = branching_story(120, seed=3)
     assert layout(g).to_json() == layout(g).to_json()
+
+
+def test_the_test_story_is_one_connected_story():
+    g = branching_story(200)
+    reached, todo = set(), ["s000"]
+    nxt = {a: [b for x, b, _ in edges_of(g) if x == a] for a in (s["id"] for s in g["segments"])}
+    while todo:
+        a = todo.pop()
+        if a not in reached:
+            reached.add(a)
+            todo.extend(nxt[a])
+    assert len(reached) == 200
+    assert [n["id"] for n in layout(g).nodes if n["layer"] == 0] == ["s000"]

@@ -138,7 +138,7 @@ function drawRun(main, doc) {
     applyScale(); };
   const toolbar = el("div", { class: "toolbar" },
     el("button", { type: "button", onclick: () => zoom(0.8), text: "−" }),
-    el("button", { type: "button", onclick: () => zoom(0), text: "100%" }),
+    el("button", { type: "button", id: "zoom-level", title: "actual size", onclick: () => zoom(0), text: "100%" }),
     el("button", { type: "button", onclick: () => zoom(1.25), text: "+" }),
     el("span", { class: "muted", text: doc.graph_recorded ? "" :
       "This run record has no story graph (an older renderer): segments are shown without their choices." }));
@@ -174,6 +174,8 @@ function refreshRun(doc) {
 function applyScale() {
   const g = document.getElementById("graph");
   if (!g) return;
+  const shown = document.getElementById("zoom-level");
+  if (shown) shown.textContent = `${Math.round(state.scale * 100)}%`;
   g.setAttribute("width", Number(g.dataset.w) * state.scale);
   g.setAttribute("height", Number(g.dataset.h) * state.scale);
 }
@@ -195,6 +197,8 @@ function drawGraph(doc) {
     markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
     svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#6d6d66" }))));
   const edges = svg("g", { class: "edges" });
+  const fan = new Map(), rank = new Map();
+  for (const e of L.edges) if (e.label) fan.set(e.from, (fan.get(e.from) || 0) + 1);
   const labels = svg("g", { class: "labels" });
   for (const e of L.edges) {
     const p = e.points;
@@ -207,12 +211,19 @@ function drawGraph(doc) {
     edges.append(svg("path", { class: "edge", d, "marker-end": "url(#arrow)",
       "data-from": e.from, "data-to": e.to }));
     if (e.label) {
-      // on the last leg, halfway, beside the curve on the side it bends to
-      const [x0, y0] = p[p.length - 2], [x1, y1] = p[p.length - 1];
+      // on the curve's first leg, where a choice's options fan out from their segment; the
+      // options of one choice at different heights, each on the side its curve bends to
+      const k = (rank.get(e.from) || 0); rank.set(e.from, k + 1);
+      const n = fan.get(e.from);
+      const t = n > 1 ? 0.3 + 0.45 * k / (n - 1) : 0.5;
+      const [x0, y0] = p[0], [x1, y1] = p[1];
+      const my = (y0 + y1) / 2, u = 1 - t;
+      const bx = u * u * u * x0 + 3 * u * u * t * x0 + 3 * u * t * t * x1 + t * t * t * x1;
+      const by = u * u * u * y0 + 3 * u * u * t * my + 3 * u * t * t * my + t * t * t * y1;
       const dx = x1 - x0;
       const anchor = Math.abs(dx) < 4 ? "middle" : dx < 0 ? "end" : "start";
-      labels.append(svg("text", { class: "edge-label", x: (x0 + x1) / 2 + (dx < 0 ? -4 : dx > 0 ? 4 : 0),
-        y: (y0 + y1) / 2 + 4, "text-anchor": anchor, text: e.label,
+      labels.append(svg("text", { class: "edge-label", x: bx + (dx < 0 ? -5 : dx > 0 ? 5 : 0),
+        y: by + (Math.abs(dx) < 4 ? -4 : 4), "text-anchor": anchor, text: e.label,
         "data-from": e.from, "data-to": e.to }));
     }
   }
