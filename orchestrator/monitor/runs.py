@@ -129,6 +129,16 @@ def view(doc: dict[str, Any]) -> dict[str, Any]:
     raw_tasks = [t for t in doc.get("tasks") or [] if isinstance(t, dict)]
     records = doc.get("records") if isinstance(doc.get("records"), dict) else {}
     tasks = [_task(t, records) for t in raw_tasks]
+    running = [r for r in doc.get("running") or [] if isinstance(r, dict)]
+    now = {r.get("task"): r for r in running}
+    tracebacks = {f.get("id"): _str(f.get("traceback")) for f in doc.get("failures") or []
+                  if isinstance(f, dict)}
+    for t in tasks:
+        r = now.get(t["id"])
+        if r is not None and t["status"] in ("pending", "ready", "running", "unknown"):
+            t["status"], t["node"] = "running", _str(r.get("node")) or t["node"]
+            t["since"] = _str(r.get("since"))
+        t["traceback"] = tracebacks.get(t["id"])
     graph, recorded = _graph(doc, raw_tasks)
     shots: dict[str, dict[str, Any]] = {}
     for t in tasks:
@@ -156,7 +166,6 @@ def view(doc: dict[str, Any]) -> dict[str, Any]:
                        "thumb": by_id[i]["thumb"]} for i in ids if i in by_id],
             "sheet_recorded": "tasks" in b,
         })
-    running = [r for r in doc.get("running") or [] if isinstance(r, dict)]
     return {
         "summary": summary(doc),
         "graph": graph,

@@ -124,7 +124,7 @@ function summaryLine(s) {
   return [statusTag(s.status),
     ` ${dash(s.tasks)} shots: ${c.rendered} rendered, ${c.cached} cached, ${c.failed} failed,` +
     ` ${c.blocked} blocked, ${c.running + s.running} running · ${dash(s.masters)} masters · ` +
-    `started ${when(s.started)} by ${dash(s.user)} on ${dash(s.host)} · ` +
+    `started ${when(s.started)}${s.updated ? `, updated ${when(s.updated)}` : ""} by ${dash(s.user)} on ${dash(s.host)} · ` +
     `version ${dash(s.version)} · priority ${dash(s.priority)} · ${fmtSeconds(s.seconds)}` +
     (s.eta_seconds !== null ? ` · eta ${fmtSeconds(s.eta_seconds)}` : "")];
 }
@@ -329,7 +329,9 @@ function taskBlock(t) {
       el("dt", { text: "model load" }), el("dd", { class: "load", text: t.load_seconds === null ? "—" : `${t.load_seconds.toFixed(2)} s` }),
       el("dt", { text: "retries" }), el("dd", { class: "retries", text: dash(t.retries) }),
       el("dt", { text: "backend" }), el("dd", { text: dash(t.backend) }),
+      t.since ? el("dt", { text: "running since" }) : null, t.since ? el("dd", { text: when(t.since) }) : null,
       t.error ? el("dt", { text: "error" }) : null, t.error ? el("dd", { class: "error", text: t.error }) : null),
+    t.traceback ? el("pre", { class: "log traceback", text: t.traceback }) : null,
     t.clip ? el("video", { class: "clip", controls: true, preload: "metadata", src: media(t.clip, "mp4") })
       : el("p", { class: "muted", text: "no clip" }),
     el("h4", { text: "Log" }), log);
