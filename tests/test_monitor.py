@@ -501,3 +501,23 @@ def test_an_s3_store_is_served_without_its_credentials(site, s3_url, s3_client, 
     finally:
         stop(proc)
         s3.close()
+
+
+def test_ui_refuses_a_missing_store_and_a_taken_port(site, tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.delenv("REELFARM_UI_TOKEN", raising=False)
+    code, out, err = run_cli("ui", "--store", str(tmp_path / "nowhere"))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "nowhere").exists()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        # a process of its own: this one's thread runs the browser driver's event loop
+        env = {k: v for k, v in os.environ.items() if k != "REELFARM_UI_TOKEN"}
+        proc = subprocess.run([*REELFARM, "ui", "--store", str(site["store"]), "--port",
+                               str(port)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"127.0.0.1:{port}" in line

@@ -55,6 +55,7 @@ def ui(store_url: str | None, s3_endpoint: str | None, host: str, port: int) -> 
               "string) so that the server refuses requests without it")
     store_url, s3_endpoint = resolve_locations(store_url, s3_endpoint)
     store = open_store(store_url, s3_endpoint=s3_endpoint, create=False)
+    store.list_stories()  # an unreachable bucket or a refused credential: one line, now
     app = make_app(store, token=token, user=_user())
 
     def started(url: str) -> None:

@@ -84,7 +84,7 @@ async def _guard(request: web.Request, handler):
             # once: the cookie carries it from now on, and the URL loses it
             query = {k: v for k, v in request.query.items() if k != "token"}
             target = str(request.rel_url.with_query(query))
-            resp = web.HTTPFound(target)
+            resp = web.Response(status=302, headers={"Location": target})
             resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
             return resp
         sent = request.headers.get(TOKEN_HEADER) or _bearer(request) or request.cookies.get(
@@ -136,7 +136,8 @@ def _run_in_thread(fn, *args: Any):
 # -- reading the store (in worker threads) ----------------------------------------------------
 
 class _Runs:
-    """Run records, with finished runs kept in memory (a finished record no longer changes)."""
+    """Run records. The runs page's summary of a finished run is kept in memory (a finished
+    record no longer changes); a run's page reads its record each time."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -144,15 +145,23 @@ class _Runs:
         self._lock = threading.Lock()
 
     def get(self, story: str, run_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            doc = self._done.get((story, run_id))
-        if doc is not None:
-            return doc
         doc = self.store.get_run(story, run_id)
-        if isinstance(doc, dict) and doc.get("status") not in ("running", None):
-            with self._lock:
-                self._done[(story, run_id)] = doc
         return doc if isinstance(doc, dict) else None
+
+    def _summary(self, story: str, run_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            done = self._done.get((story, run_id))
+        if done is not None:
+            return done
+        doc = self.get(story, run_id)
+        if doc is None:
+            return None
+        s = runs.summary(doc)
+        s["story"], s["run_id"] = story, run_id
+        if s["status"] not in ("running", "unknown"):
+            with self._lock:
+                self._done[(story, run_id)] = s
+        return s
 
     def all(self) -> list[dict[str, Any]]:
         out = []
@@ -162,10 +171,8 @@ class _Runs:
             except ValueError:  # a name the store layout would never make
                 continue
             for rid in run_ids:
-                doc = self.get(story, rid)
-                if doc is not None:
-                    s = runs.summary(doc)
-                    s["story"], s["run_id"] = story, rid
+                s = self._summary(story, rid)
+                if s is not None:
                     out.append(s)
         out.sort(key=lambda s: (s["started"] or "", s["run_id"]), reverse=True)
         return out
@@ -187,7 +194,7 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(body=_static("index.html"), content_type="text/html", charset="utf-8")
 
 
-async def _no_content() -> web.Response:
+async def _no_content(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
@@ -257,11 +264,18 @@ async def post_review(request: web.Request) -> web.Response:
 
 async def log(request: web.Request) -> web.Response:
     digest = ids.digest(request.match_info["digest"])
-    data = await _run_in_thread(request.app[STORE_KEY].get_bytes, digest)  # verified
-    cut = len(data) > MAX_LOG
-    text = data[-MAX_LOG:].decode("utf-8", errors="replace")
-    if cut:
-        text = f"[the first {len(data) - MAX_LOG} bytes are not shown]\n" + text
+
+    def read() -> tuple[bytes, int]:
+        path = request.app[CACHE_KEY].path(digest)  # verified
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - MAX_LOG))
+            return f.read(), size
+
+    data, size = await _run_in_thread(read)
+    text = data.decode("utf-8", errors="replace")
+    if size > len(data):
+        text = f"[the first {size - len(data)} bytes are not shown]\n" + text
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -294,7 +308,7 @@ def make_app(store: Store, *, token: str | None = None, user: str = "unknown"
     app.on_cleanup.append(close)
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)
-    app.router.add_get("/favicon.ico", lambda request: _no_content())
+    app.router.add_get("/favicon.ico", _no_content)
     app.router.add_get("/api/runs", api_runs)
     app.router.add_get("/api/runs/{story}/{run}", api_run)
     app.router.add_get("/api/reviews/{story}", api_reviews)
