@@ -46,8 +46,8 @@ def test_every_segment_gets_one_box_and_boxes_never_overlap(n):
         for a, b in zip(row, row[1:], strict=False):
             assert a["x"] + a["w"] + NODE_GAP <= b["x"] + 1e-6, (a, b)
     for b in lay.nodes:
-        assert 0 <= b["x"] and b["x"] + b["w"] <= lay.width
-        assert 0 <= b["y"] and b["y"] + b["h"] <= lay.height
+        assert b["x"] >= 0 and b["x"] + b["w"] <= lay.width
+        assert b["y"] >= 0 and b["y"] + b["h"] <= lay.height
 
 
 def test_boxes_keep_their_size_at_200_segments():
