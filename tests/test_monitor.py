@@ -182,6 +182,39 @@ def test_run_page_shows_every_segment_and_shot_with_its_status(ui, site, page, a
     snap(page, artifacts, "run", full=True)
 
 
+def test_a_running_run_updates_on_its_page_without_a_reload(ui, site, page, artifacts):
+    """The renderer rewrites the run record as shots finish: the page follows."""
+    rid = "19700101T000003Z-live02"
+
+    def running(d):
+        d["status"] = "running"
+        d["running"] = [{"task": "sunrise", "shot": "sunrise", "node": "gpu-7",
+                         "since": "2026-01-01T00:00:00Z"}]
+        for t in d["tasks"]:
+            if t["shot"] in ("sunrise", "wreck"):
+                t["status"], t["clip"] = "pending", None
+
+    put_run_copy(site["store"], site["run"], rid, running)
+    open_run(page, ui, "lighthouse", rid)
+    assert page.get_attribute("#graph .shot[data-shot=sunrise]", "data-status") == "running"
+    assert page.get_attribute("#graph .shot[data-shot=wreck]", "data-status") == "pending"
+    page.click("#graph .shot[data-shot='sunrise']")
+    assert page.inner_text("#panel .task[data-task=sunrise] .node") == "gpu-7"
+    page.fill("#panel textarea[name=note]", "half-typed")
+    snap(page, artifacts, "running")
+    finished = copy.deepcopy(site["run"])
+    finished["run_id"] = rid
+    open_store(str(site["store"]), create=False).put_run("lighthouse", rid, finished)
+    page.wait_for_selector("#graph .shot[data-shot=sunrise][data-status=rendered]",
+                           timeout=WAIT_MS)
+    page.wait_for_selector("#graph .shot[data-shot=wreck][data-status=rendered]",
+                           timeout=WAIT_MS)
+    page.wait_for_selector("#run-summary .st-succeeded", timeout=WAIT_MS)
+    # the open panel follows too, and keeps what was being typed
+    page.wait_for_selector("#panel .task[data-task=sunrise] video.clip", timeout=WAIT_MS)
+    assert page.input_value("#panel textarea[name=note]") == "half-typed"
+
+
 def test_clicking_a_shot_shows_its_key_why_node_and_log_state(ui, site, page, artifacts):
     task = next(t for t in site["run"]["tasks"] if t["shot"] == "keeper-face")
     open_run(page, ui, "lighthouse", site["run_id"])

@@ -152,6 +152,7 @@ function drawRun(main, doc) {
     el("div", { id: "branches" }, ...doc.branches.map(drawBranch)),
   );
   state.scale = 1;
+  state.branchesSig = JSON.stringify(doc.branches);
 }
 
 function errorsBlock(doc) {
@@ -167,8 +168,19 @@ function refreshRun(doc) {
   const old = document.getElementById("graph");
   old.replaceWith(drawGraph(doc));
   applyScale();
-  document.getElementById("branches").replaceChildren(...doc.branches.map(drawBranch));
-  if (state.selected) openShot(state.selected, true);
+  // what plays or is being read stays put unless it changed
+  const branches = JSON.stringify(doc.branches);
+  if (branches !== state.branchesSig) {
+    document.getElementById("branches").replaceChildren(...doc.branches.map(drawBranch));
+    state.branchesSig = branches;
+  }
+  if (state.selected && panelSig(doc, state.selected) !== state.panelSig) {
+    openShot(state.selected, true);
+  }
+}
+
+function panelSig(doc, shotId) {
+  return JSON.stringify([doc.shots[shotId] || null, doc.reviews[shotId] || null]);
 }
 
 function applyScale() {
@@ -296,13 +308,17 @@ function openShot(shotId, keepScroll) {
   const panel = document.getElementById("panel");
   const body = document.getElementById("panel-body");
   const scroll = panel.scrollTop;
+  const typed = keepScroll ? body.querySelector("textarea[name=note]") : null;
+  const draft = typed ? typed.value : "";
   const review = doc.reviews[shotId];
+  state.panelSig = panelSig(doc, shotId);
   body.replaceChildren(
     el("h2", { text: `Shot ${shotId}` }),
     el("p", {}, shot ? statusTag(shot.status) : "", ` segment ${shot ? dash(shot.segment) : "—"}`),
     reviewBlock(doc, shotId, review),
     ...(shot ? shot.tasks.map(taskBlock) : [el("p", { class: "muted", text: "This run has no task for this shot." })]));
   panel.hidden = false;
+  if (draft) body.querySelector("textarea[name=note]").value = draft;  // a note being typed
   if (keepScroll) panel.scrollTop = scroll;
 }
 
@@ -364,6 +380,7 @@ function reviewBlock(doc, shotId, review) {
         headers: { "Content-Type": "application/json", "X-Reelfarm-Request": "1" },
         body: JSON.stringify({ verdict, note: note.value, who: who.value.trim() || null }),
       });
+      note.value = "";
       const fresh = await api(`/api/runs/${encodeURIComponent(doc.summary.story)}/${encodeURIComponent(doc.summary.run_id)}`);
       state.run = fresh;
       refreshRun(fresh);
