@@ -240,17 +240,21 @@ def test_clicking_a_shot_shows_its_key_why_node_and_log_state(ui, site, page, ar
 
 def test_a_recorded_log_and_reason_are_shown_as_text(ui, site, page, artifacts):
     """A run record whose task names a log blob in the store (the shot's log, as the renderer
-    records it), and a reason with markup in it: both are shown, as text."""
+    records it), a reason and a choice label with markup in them: all shown, as text."""
     st = open_store(str(site["store"]), create=False)
     log = ("loading previz\nrendered 12 frames\n<script>window.pwned = 1</script>\n"
            "<img src=x onerror=\"window.pwned = 2\">\n")
     ref = st.put_bytes(log.encode())
     reason = 'prompt: "<b>red</b> coat" → "green coat"'
 
+    label = "<img src=x onerror=\"window.pwned = 3\">Light it"
+
     def edit(d):
         for t in d["tasks"]:
             if t["shot"] == "wreck":
                 t["log"], t["reason"] = {"sha256": ref.sha256, "size": ref.size}, reason
+        lamp = next(s for s in d["graph"]["segments"] if s["id"] == "lamp")
+        lamp["choice"]["options"][0]["label"] = label  # free text from a manifest
 
     rid = "19700101T000001Z-log001"
     put_run_copy(site["store"], site["run"], rid, edit)
@@ -262,7 +266,9 @@ def test_a_recorded_log_and_reason_are_shown_as_text(ui, site, page, artifacts):
     whys = page.eval_on_selector_all("#panel .task .why", "ns => ns.map(n => n.textContent)")
     assert whys == [reason] * sum(t["shot"] == "wreck" for t in site["run"]["tasks"])
     assert page.evaluate("window.pwned") is None
-    assert page.locator("#panel script, #panel img, #panel b").count() == 0
+    assert page.locator("#panel script, #panel img, #panel b, #graph img").count() == 0
+    assert label in page.eval_on_selector_all("#graph .edge-label",
+                                              "ns => ns.map(n => n.textContent)")
     snap(page, artifacts, "shot-log")
 
 
