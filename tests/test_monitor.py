@@ -285,6 +285,7 @@ def test_a_masters_video_plays(ui, site, page, artifacts):
                                       "ns => ns.map(n => n.textContent)")
     by_id = {t["id"]: t["shot"] for t in site["run"]["tasks"]}
     assert sheet == [by_id[t] for t in branch["tasks"]]
+    page.locator(f"section.branch[data-branch='{branch['name']}']").scroll_into_view_if_needed()
     snap(page, artifacts, "master")
 
 

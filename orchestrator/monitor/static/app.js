@@ -121,12 +121,18 @@ async function showRun(story, runId) {
 
 function summaryLine(s) {
   const c = s.counts;
-  return [statusTag(s.status),
-    ` ${dash(s.tasks)} shots: ${c.rendered} rendered, ${c.cached} cached, ${c.failed} failed,` +
-    ` ${c.blocked} blocked, ${c.running + s.running} running · ${dash(s.masters)} masters · ` +
-    `started ${when(s.started)}${s.updated ? `, updated ${when(s.updated)}` : ""} by ${dash(s.user)} on ${dash(s.host)} · ` +
-    `version ${dash(s.version)} · priority ${dash(s.priority)} · ${fmtSeconds(s.seconds)}` +
-    (s.eta_seconds !== null ? ` · eta ${fmtSeconds(s.eta_seconds)}` : "")];
+  const parts = [
+    `${dash(s.tasks)} shots: ${c.rendered} rendered, ${c.cached} cached, ${c.failed} failed, ` +
+      `${c.blocked} blocked, ${c.running + s.running} running`,
+    `${dash(s.masters)} masters`,
+    `started ${when(s.started)}` + (s.user ? ` by ${s.user}` : "") + (s.host ? ` on ${s.host}` : ""),
+    s.updated ? `updated ${when(s.updated)}` : null,
+    s.version ? `version ${s.version}` : null,
+    s.priority !== null ? `priority ${s.priority}` : null,
+    fmtSeconds(s.seconds),
+    s.eta_seconds !== null ? `eta ${fmtSeconds(s.eta_seconds)}` : null,
+  ];
+  return [statusTag(s.status), " " + parts.filter((x) => x !== null).join(" · ")];
 }
 
 function drawRun(main, doc) {
