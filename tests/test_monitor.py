@@ -29,10 +29,13 @@ TOKEN = "t0ken-for-the-monitor-tests-0123456789"
 WAIT_MS = 30_000
 
 
-def start_ui(store: Path | str, *, token: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_ui(store: Path | str, *, token: str | None = None, tmpdir: Path | None = None
+             ) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if k != "REELFARM_UI_TOKEN"}
     if token:
         env["REELFARM_UI_TOKEN"] = token
+    if tmpdir:
+        env["TMPDIR"] = str(tmpdir)
     proc = subprocess.Popen([*REELFARM, "ui", "--store", str(store), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     ready, _, _ = select.select([proc.stdout], [], [], 120)
@@ -44,13 +47,13 @@ def start_ui(store: Path | str, *, token: str | None = None) -> tuple[subprocess
     return proc, url
 
 
-def stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen) -> int:
     proc.terminate()
     try:
-        proc.wait(timeout=30)
+        return proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+        return proc.wait()
 
 
 def request(url: str, path: str, *, method: str = "GET", headers: dict | None = None,
@@ -492,7 +495,7 @@ def test_a_200_segment_story_stays_readable(ui, site, page, artifacts):
 
 
 def test_an_s3_store_is_served_without_its_credentials(site, s3_url, s3_client, browser,
-                                                       artifacts):
+                                                       artifacts, tmp_path):
     """The same run in an S3 store (moto over HTTP): pages and media come through the server,
     verified; nothing the browser receives names the endpoint or a credential, and a corrupt
     blob is refused, never served."""
@@ -506,7 +509,9 @@ def test_an_s3_store_is_served_without_its_credentials(site, s3_url, s3_client, 
     for digest in wanted:
         assert s3.put_bytes(local.get_bytes(digest)).sha256 == digest
     s3.put_run("lighthouse", site["run_id"], run)
-    proc, url = start_ui(s3_url)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc, url = start_ui(s3_url, tmpdir=tmp)
     try:
         ctx = browser.new_context(viewport={"width": 1280, "height": 900})
         page = ctx.new_page()
@@ -538,9 +543,11 @@ def test_an_s3_store_is_served_without_its_credentials(site, s3_url, s3_client, 
                              Body=b"not the clip")
         code, _, body = request(url, f"/media/{clip}.mp4")
         assert code == 502 and b"corrupt" in body
+        assert list(tmp.iterdir())  # the verified copies the server streamed from
     finally:
-        stop(proc)
+        code = stop(proc)
         s3.close()
+    assert code == 0 and list(tmp.iterdir()) == []  # SIGTERM: closed, its copies removed
 
 
 def test_ui_refuses_a_missing_store_and_a_taken_port(site, tmp_path, monkeypatch):

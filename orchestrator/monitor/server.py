@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import signal
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ TOKEN_HEADER = "X-Reelfarm-Token"
 CSRF_HEADER = "X-Reelfarm-Request"
 MEDIA_TYPES = {"mp4": "video/mp4", "png": "image/png", "jpg": "image/jpeg"}
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+FINISHED_TTL = 60.0  # seconds a finished run's summary is reused on the runs page
 MAX_LOG = 4 << 20  # bytes of a log shown (its end, when longer)
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "media-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
@@ -136,12 +139,14 @@ def _run_in_thread(fn, *args: Any):
 # -- reading the store (in worker threads) ----------------------------------------------------
 
 class _Runs:
-    """Run records. The runs page's summary of a finished run is kept in memory (a finished
-    record no longer changes); a run's page reads its record each time."""
+    """Run records. The runs page's summary of a finished run is reused for
+    :data:`FINISHED_TTL` seconds (a finished record rarely changes, and an S3 store would
+    otherwise be read whole every few seconds); a running run's and a run page's record are
+    read each time."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._done: dict[tuple[str, str], dict[str, Any]] = {}
+        self._done: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     def get(self, story: str, run_id: str) -> dict[str, Any] | None:
@@ -151,8 +156,8 @@ class _Runs:
     def _summary(self, story: str, run_id: str) -> dict[str, Any] | None:
         with self._lock:
             done = self._done.get((story, run_id))
-        if done is not None:
-            return done
+        if done is not None and time.monotonic() - done[0] < FINISHED_TTL:
+            return done[1]
         doc = self.get(story, run_id)
         if doc is None:
             return None
@@ -160,7 +165,7 @@ class _Runs:
         s["story"], s["run_id"] = story, run_id
         if s["status"] not in ("running", "unknown"):
             with self._lock:
-                self._done[(story, run_id)] = s
+                self._done[(story, run_id)] = (time.monotonic(), s)
         return s
 
     def all(self) -> list[dict[str, Any]]:
@@ -319,9 +324,15 @@ def make_app(store: Store, *, token: str | None = None, user: str = "unknown"
 
 
 def serve(app: web.Application, host: str, port: int, started) -> None:
-    """Serve ``app`` until interrupted; ``started(url)`` is called once it listens."""
+    """Serve ``app`` until SIGINT or SIGTERM; ``started(url)`` is called once it listens. The
+    server closes cleanly either way (its private media cache is removed)."""
 
     async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
@@ -330,7 +341,7 @@ def serve(app: web.Application, host: str, port: int, started) -> None:
             h, p = runner.addresses[0][:2]
             shown = f"[{h}]" if ":" in str(h) else h
             started(f"http://{shown}:{p}/")
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await runner.cleanup()
 
