@@ -26,6 +26,7 @@ from typing import Any
 from ..plan.expand import expand
 from ..plan.models import RenderPlan
 from ..spec.manifest import Story
+from ..spec.storygraph import segment_graph
 from ..store import BlobMissing, CorruptBlob, Store, StoreError, open_store
 from ..store.outputs import open_output
 from . import report_html
@@ -311,6 +312,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     errors: list[str] = []
+    graph = segment_graph(story)
     with _Signals() as sig:
         status = "running"
         try:
@@ -320,7 +322,8 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
             # that `cache gc` never deletes what this run needs.
             sched.master_keys()
             store.put_run(plan.story, run_id,
-                          _stored(sched, _report(sched, run_id, started, t0, status, store)))
+                          _stored(sched, _report(sched, run_id, started, t0, status, store),
+                                  graph))
             try:
                 sched.lookup_masters()
                 if sched.needs_cluster():
@@ -343,7 +346,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
                 _quietly(sched.shutdown)
             sig.defer()
             progress.stop()
-            result = _finish(sched, store, out, run_id, started, t0, status, errors)
+            result = _finish(sched, store, out, run_id, started, t0, status, errors, graph)
         except BaseException as err:
             sig.defer()
             progress.stop()
@@ -353,7 +356,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
                              store)
             report["errors"] = errors + ([] if stopped else [_one_line(err)])
             with contextlib.suppress(Exception):
-                store.put_run(plan.story, run_id, _stored(sched, report))
+                store.put_run(plan.story, run_id, _stored(sched, report, graph))
             if stopped:
                 return RenderResult(_interrupt_code(sig.signum or signal.SIGINT), report, [],
                                     out.url)
@@ -374,7 +377,8 @@ def _quietly(fn) -> None:
 
 
 def _finish(sched: Scheduler, store: Store, out, run_id: str, started: datetime, t0: float,
-            status: str, errors: list[str]) -> RenderResult:
+            status: str, errors: list[str], graph: dict[str, Any] | None = None
+            ) -> RenderResult:
     """Publish, then write ``branches.json``, ``report.json`` and the final run record."""
     plan = sched.plan
     removed: list[str] = []
@@ -409,7 +413,7 @@ def _finish(sched: Scheduler, store: Store, out, run_id: str, started: datetime,
         errors.append(f"writing {out.url}/report.json failed: {_one_line(err)}")
         status = report["status"] = "failed" if status == "succeeded" else status
     try:
-        store.put_run(plan.story, run_id, _stored(sched, report))
+        store.put_run(plan.story, run_id, _stored(sched, report, graph))
     except (StoreError, OSError) as err:
         errors.append(f"writing the run record failed: {_one_line(err)}")
         status = report["status"] = "failed" if status == "succeeded" else status
@@ -516,11 +520,17 @@ def _previous_index(out) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _stored(sched: Scheduler, report: dict[str, Any]) -> dict[str, Any]:
+def _stored(sched: Scheduler, report: dict[str, Any],
+            graph: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run record kept in the store: the report plus a copy of every action record the run
     used or made (``records``, by key), which the next lookup of the story reads in one GET
-    instead of one GET per record. ``report.json`` in ``--out`` leaves them out."""
-    return {**report, "records": sched.records()}
+    instead of one GET per record, and the story's segment graph (``graph``: start, segments
+    with their shots, next and choices) for ``reelfarm ui``. ``report.json`` in ``--out`` leaves
+    them out."""
+    doc = {**report, "records": sched.records()}
+    if graph is not None:
+        doc["graph"] = graph
+    return doc
 
 
 def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status: str,
@@ -547,7 +557,8 @@ def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status:
         "tasks": tasks,
         "branches": [
             {"name": b.name, "status": b.status, "cached": b.cached, "frames": b.frames,
-             "master": b.master.sha256 if b.master else None, "key": b.key, "error": b.error}
+             "master": b.master.sha256 if b.master else None, "key": b.key, "error": b.error,
+             "tasks": list(b.tasks)}
             for b in sched.branches
         ],
         "failures": [
