@@ -112,16 +112,18 @@ class ShotRenderer:
         traceback) is kept as the shot's log, a text blob named by ``outputs["log"]``; a
         failure raises :class:`ShotFailed`, which names the log (it is stored all the same)."""
         log = ShotLog(_log_header(task, self.backend, self.node))
-        try:
-            with log:
+        failed: tuple[str, str] | None = None
+        with log:
+            try:
                 outputs, written, seconds, load = self._render(task, condition)
-        except CorruptBlob:
-            raise  # the store's fault, not the shot's: the driver renders the blob's task again
-        except Exception as err:  # noqa: BLE001 - every failure keeps its log
-            tb = traceback.format_exc()
-            log.write(tb)
-            text = log.close()
-            raise ShotFailed(_summary(err), log=self._put_log(text), traceback=tb) from None
+            except CorruptBlob:
+                raise  # the store's fault, not the shot's: its task renders again
+            except Exception as err:  # noqa: BLE001 - every failure keeps its log
+                failed = (_summary(err), traceback.format_exc())
+                log.write(failed[1])
+        if failed is not None:
+            summary, tb = failed
+            raise ShotFailed(summary, log=self._put_log(log.text()), traceback=tb)
         outputs["log"] = self.store.put_bytes(log.text().encode("utf-8"))
         p = task.profile
         record = ActionRecord(
@@ -200,7 +202,8 @@ def _node_name() -> str:
     try:
         import ray
 
-        node_id = ray.get_runtime_context().get_node_id() or ""
+        # never start a Ray to ask (get_runtime_context would, outside one)
+        node_id = (ray.get_runtime_context().get_node_id() or "") if ray.is_initialized() else ""
     except Exception:  # noqa: BLE001 - outside Ray
         node_id = ""
     host = socket.gethostname()

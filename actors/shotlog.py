@@ -20,6 +20,7 @@ One render at a time per process: the actor runs with ``max_concurrency=1``.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -60,6 +61,7 @@ class ShotLog:
         self._handler: logging.Handler | None = None
         self._warnings: Any = None
         self._text: str | None = None
+        self._std: tuple[Any, Any] | None = None
 
     def __enter__(self) -> ShotLog:
         # unbuffered: the captured descriptors write at the same offset as this file object
@@ -74,14 +76,19 @@ class ShotLog:
                 os.dup2(self._file.fileno(), fd)
             except OSError:  # no such descriptor in this process: nothing to capture there
                 self._saved.pop(fd, None)
+        root = logging.getLogger()
+        logged = any(_to_std(h) for h in root.handlers)  # before sys.stderr changes
+        # Python's own streams too, whatever they were (a test runner's, a notebook's)
+        self._std = (sys.stdout, sys.stderr)
+        sys.stdout = sys.stderr = io.TextIOWrapper(
+            _Writer(self._file), encoding="utf-8", errors="replace", write_through=True)
         self._warnings = warnings.catch_warnings()
         self._warnings.__enter__()
         # a new filter list: every warning is shown again in this render (once per place)
         warnings.simplefilter("default")
         warnings.showwarning = self._show_warning
-        root = logging.getLogger()
-        if not any(_to_std(h) for h in root.handlers):
-            self._handler = logging.StreamHandler(_Writer(self._file))
+        if not logged:
+            self._handler = logging.StreamHandler(sys.stderr)
             self._handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
             root.addHandler(self._handler)
         return self
@@ -105,6 +112,9 @@ class ShotLog:
         if self._text is not None:
             return self._text
         _flush_std()
+        if self._std is not None:
+            sys.stdout, sys.stderr = self._std
+            self._std = None
         if self._handler is not None:
             logging.getLogger().removeHandler(self._handler)
             self._handler = None
@@ -138,19 +148,25 @@ class ShotLog:
         return self.close()
 
 
-class _Writer:
-    """A text stream over the log's binary file, for a logging handler."""
+class _Writer(io.RawIOBase):
+    """Writes to the log's file, never closing it (``sys.stdout`` and a logging handler
+    write through it)."""
 
     def __init__(self, f: IO[bytes]) -> None:
+        super().__init__()
         self.f = f
 
-    def write(self, s: str) -> int:
-        _flush_std()
-        self.f.write(s.encode("utf-8", "replace"))
-        return len(s)
+    def writable(self) -> bool:
+        return True
 
-    def flush(self) -> None:
-        self.f.flush()
+    def write(self, b: Any) -> int:
+        if isinstance(b, str):
+            b = b.encode("utf-8", "replace")
+        self.f.write(bytes(b))
+        return len(b)
+
+    def close(self) -> None:  # the log's file is closed by ShotLog only
+        pass
 
 
 def _to_std(h: logging.Handler) -> bool:
