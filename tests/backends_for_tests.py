@@ -174,8 +174,8 @@ class GateBackend(SleepBackend):
     """
 
     def __init__(self, name: str = "gate", gate_dir: str | None = None,
-                 hold: frozenset[str] | None = None) -> None:
-        super().__init__(name)
+                 hold: frozenset[str] | None = None, **kw: Any) -> None:
+        super().__init__(name, **kw)
         self.gate_dir = gate_dir or os.environ.get("REELFARM_TEST_GATE_DIR", "")
         self.hold = hold  # the shots that wait for the gate (None: every shot)
 
