@@ -12,7 +12,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
+import shlex
 import subprocess
 import sys
 import time
@@ -217,3 +219,20 @@ def test_cache_stats_counts_logs_and_posters(failed_render):
     # good rendered (clip, last frame, poster, log); the run names bad's last attempt's log
     assert blobs["posters"]["objects"] == 1
     assert blobs["logs"]["objects"] == 2
+
+
+@pytest.mark.parametrize("command", ["status", "logs", "runs"])
+def test_help_examples_of_the_store_commands_are_accepted(command):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    r = CliRunner().invoke(main, [command, "--help"])
+    assert r.exit_code == 0
+    examples = re.findall(r"^\s+(reelfarm [^\n]*?)(?:\\)?$", r.stdout, re.M)
+    assert examples
+    for line in examples:
+        argv = shlex.split(line, comments=True)[1:]
+        if argv[0] != command:
+            continue
+        assert CliRunner().invoke(main, [*argv, "--help"]).exit_code == 0, argv
