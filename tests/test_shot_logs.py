@@ -18,7 +18,6 @@ import shlex
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -236,3 +235,10 @@ def test_help_examples_of_the_store_commands_are_accepted(command):
         if argv[0] != command:
             continue
         assert CliRunner().invoke(main, [*argv, "--help"]).exit_code == 0, argv
+
+
+def test_a_log_printed_on_a_terminal_carries_no_escape_sequences():
+    from orchestrator.cli.jobs import for_terminal
+
+    raw = "step 1/3\rstep 3/3\r\n\x1b[31mred\x1b[0m\tdone\x07\n"
+    assert for_terminal(raw) == "step 1/3\nstep 3/3\n[31mred[0m    done\n"

@@ -156,10 +156,11 @@ def _cluster_given(address: str | None) -> bool:
 
 
 def _from_store(ident: str, store_url: str | None, s3_endpoint: str | None,
-                why: str = "") -> dict[str, Any]:
-    """The run record named by ``ident`` (a run id, else a job id) in the store; exit 2 with
-    one line when there is none."""
-    from ..store import open_store
+                cluster_said: str | None = None) -> dict[str, Any]:
+    """The run record named by ``ident`` (a run id, else a job id) in the store. Without one,
+    a :class:`~orchestrator.jobs.client.JobError` line that also says what the cluster said
+    (``cluster_said``), or that no cluster was asked."""
+    from ..store import StoreError, open_store
     from ..store.runs import check_id, find_job_run, find_run
     from .options import resolve_locations
 
@@ -168,29 +169,35 @@ def _from_store(ident: str, store_url: str | None, s3_endpoint: str | None,
     except ValueError as e:
         raise api.JobError(str(e)) from None
     url, endpoint = resolve_locations(store_url, s3_endpoint)
-    store = open_store(url, s3_endpoint=endpoint, create=False)
+    doc = None
     try:
-        doc = find_run(store, ident) or find_job_run(store, ident)
-    finally:
-        store.close()
-    if doc is None:
-        raise api.JobError(f"no run or job {ident!r} in the store {store.url}{why}")
-    return doc
+        store = open_store(url, s3_endpoint=endpoint, create=False)
+        try:
+            doc = find_run(store, ident) or find_job_run(store, ident)
+        finally:
+            store.close()
+        here = f"no run or job {ident!r} in the store {store.url}"
+    except StoreError as e:
+        here = str(e)
+    if doc is not None:
+        return doc
+    if cluster_said:
+        raise api.JobError(f"{cluster_said}; {here}")
+    raise api.JobError(f"{here} (and no Ray cluster was given to ask for a job: --address or "
+                       "RAY_API_SERVER_ADDRESS)")
 
 
 def _job_or_run(ident: str, address: str | None, store_url: str | None,
                 s3_endpoint: str | None) -> tuple[api.JobStatus | None, dict[str, Any] | None]:
     """A job's status from the cluster (when one is given and knows the id), else the run
     record from the store: ``(job status, None)`` or ``(None, run record)``."""
-    why = ""
+    said = None
     if _cluster_given(address):
         try:
             return api.job_status(ident, address), None
         except (api.JobNotFound, api.JobUnreachable) as e:
-            why = f" ({e})"
-    else:
-        why = " (no Ray cluster given to ask for a job: --address)"
-    return None, _from_store(ident, store_url, s3_endpoint, why)
+            said = str(e)
+    return None, _from_store(ident, store_url, s3_endpoint, said)
 
 
 @click.command()
@@ -355,23 +362,35 @@ def logs(job_id: str, shot: str | None, address: str | None, store_url: str | No
     _print_shot_log(job_id, shot, address, store_url, s3_endpoint)
 
 
+def for_terminal(text: str) -> str:
+    """A log for a terminal: carriage returns (progress bars) become line breaks, and other
+    control characters (escape sequences) are dropped; line breaks and tabs stay."""
+    from ..spec.urls import printable
+
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(printable(line.replace("\t", "    ")) for line in lines)
+
+
 def _print_shot_log(ident: str, shot: str, address: str | None, store_url: str | None,
                     s3_endpoint: str | None) -> None:
     from ..store import BlobMissing, CorruptBlob, open_store
     from ..store.runs import task_logs
     from .options import resolve_locations
 
-    st = None
+    st, said = None, None
     if _cluster_given(address):  # a job knows its store and run id
         try:
             st = api.job_status(ident, address)
-        except (api.JobNotFound, api.JobUnreachable):
-            st = None  # a run id, or a job whose cluster is gone: the store
+        except (api.JobNotFound, api.JobUnreachable) as e:
+            said = str(e)  # a run id, or a job whose cluster is gone: the store
     if st is not None and st.store and st.run_id:
         store_url = st.store
         doc = _from_store(st.run_id, store_url, s3_endpoint)
+    elif st is not None:
+        raise api.JobError(f"job {ident} ({st.state}) has no run record to read logs from: "
+                           f"{st.run_note or 'not a reelfarm job'}")
     else:
-        doc = _from_store(ident, store_url, s3_endpoint)
+        doc = _from_store(ident, store_url, s3_endpoint, said)
     found = task_logs(doc, shot)
     run_id = doc.get("run_id")
     if not found:
@@ -391,6 +410,8 @@ def _print_shot_log(ident: str, shot: str, address: str | None, store_url: str |
                 continue
             except CorruptBlob as e:
                 _fail(f"the log of {t.get('id')} is corrupt in the store: {e}", code=1)
+            if sys.stdout.isatty():  # a log is untrusted text: no escape sequences on a terminal
+                text = for_terminal(text)
             if len(found) > 1:
                 click.echo(f"==> {t.get('id')} ({t.get('status')}) <==")
             click.echo(text, nl=not text.endswith("\n"))
