@@ -45,7 +45,7 @@ class LiveRecord:
         self.writes = 0  # records written
         self.errors: list[str] = []  # writes that failed (the render goes on)
         self._dirty = False
-        self._last = 0.0
+        self._last = float("-inf")  # the first snapshot is due at once
         self._pending: dict[str, Any] | None = None
         self._cv = threading.Condition()
         self._closed = False
