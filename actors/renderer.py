@@ -57,12 +57,13 @@ def _summary(err: BaseException) -> str:
 
 
 def _log_header(task: RenderTask, backend: Backend, node: str) -> str:
-    return (f"reelfarm {_version()}: task {task.id} (shot {task.shot}, segment {task.segment}), "
-            f"key {task.key}, backend {backend.name} {backend.version}, node {node}, "
-            f"pid {os.getpid()}, started {utcnow()}")
+    return (f"reelfarm {reelfarm_version()}: task {task.id} (shot {task.shot}, "
+            f"segment {task.segment}), key {task.key}, backend {backend.name} "
+            f"{backend.version}, node {node}, pid {os.getpid()}, started {utcnow()}")
 
 
-def _version() -> str:
+def reelfarm_version() -> str:
+    """The installed reelfarm's version (``unknown`` when it runs from a source tree)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from actors.renderer import reelfarm_version
+
 from ..plan.expand import expand
 from ..plan.models import RenderPlan
 from ..spec.manifest import Story
@@ -528,15 +530,6 @@ def run_identity(priority: int = 50) -> dict[str, Any]:
     host = socket.gethostname()
     return {"user": f"{user}@{host}", "host": host, "version": reelfarm_version(),
             "priority": priority, "job_id": _ray_job_id()}
-
-
-def reelfarm_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("reelfarm")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _ray_job_id() -> str | None:
