@@ -7,7 +7,9 @@ run (plain values, cheap) when it is due, and a background thread serialises and
 newer snapshot replaces one that is still waiting. A snapshot is due after a state change (a
 task started or finished, a master settled) once :attr:`LiveRecord.min_interval` has passed since
 the last write, and at least every :attr:`LiveRecord.heartbeat` seconds otherwise (``updated``
-and the ETA move on).
+and the ETA move on). A large record on a slow store is written less often: never sooner than
+:data:`BACKOFF` times the last write's duration after it, so serialising and writing take at most
+a small share of the driver process's time.
 
 :meth:`LiveRecord.close` stops the thread after its last write, so the final record that
 ``render`` writes next is never overwritten by a live one.
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 MIN_INTERVAL_S = 2.0
 HEARTBEAT_S = 10.0
+BACKOFF = 10.0
 
 
 class LiveRecord:
@@ -45,6 +48,7 @@ class LiveRecord:
         self.writes = 0  # records written
         self.errors: list[str] = []  # writes that failed (the render goes on)
         self._dirty = False
+        self._took = 0.0  # seconds the last write took
         self._last = float("-inf")  # the first snapshot is due at once
         self._pending: dict[str, Any] | None = None
         self._cv = threading.Condition()
@@ -85,6 +89,8 @@ class LiveRecord:
             return
         now = time.monotonic()
         since = now - self._last
+        if since < BACKOFF * self._took:
+            return
         if (self._dirty and since >= self.min_interval) or since >= self.heartbeat:
             self._dirty = False
             self._last = now
@@ -102,11 +108,13 @@ class LiveRecord:
                 doc, self._pending = self._pending, None
                 if doc is None:  # closed, nothing left to write
                     return
+            t0 = time.monotonic()
             try:
                 self.write(doc)
                 self.writes += 1
             except Exception as err:  # noqa: BLE001 - a live update is never worth a failed run
                 self.errors.append(f"{type(err).__name__}: {err}"[:300])
+            self._took = time.monotonic() - t0
 
     def close(self) -> None:
         """Write what is waiting, then stop; safe to call again. Returns once no live write
