@@ -11,8 +11,9 @@ and the ETA move on). A large record on a slow store is written less often: neve
 :data:`BACKOFF` times the last write's duration after it, so serialising and writing take at most
 a small share of the driver process's time.
 
-:meth:`LiveRecord.close` stops the thread after its last write, so the final record that
-``render`` writes next is never overwritten by a live one.
+:meth:`LiveRecord.close` drops a snapshot still waiting and returns once the write in flight
+(if any) is done, so the final record that ``render`` writes next is never overwritten by a live
+one.
 """
 
 from __future__ import annotations
@@ -117,12 +118,14 @@ class LiveRecord:
             self._took = time.monotonic() - t0
 
     def close(self) -> None:
-        """Write what is waiting, then stop; safe to call again. Returns once no live write
-        can happen any more."""
+        """Stop: drop what waits, and return once no live write can happen any more (safe to
+        call again, also after a join that a signal interrupted)."""
         with self._cv:
             self._closed = True
+            self._pending = None
             self._cv.notify()
-        t, self._thread = self._thread, None
+        t = self._thread
         if t is not None:
             with contextlib.suppress(RuntimeError):
                 t.join()
+            self._thread = None
