@@ -4,8 +4,8 @@
 
 * file descriptors 1 and 2 point at a temporary file, so the output of C extensions, of CUDA
   and of child processes (ffmpeg) is captured, not only Python's ``print``;
-* Python warnings are shown once per render (the "already shown" registry is reset), and
-  written to the log;
+* Python warnings, under the process's own filters, are written to the log, once per render
+  (the "already shown" registries are reset);
 * log records that reach the root logger are written to the log, unless a handler of the root
   logger already writes them to stdout or stderr (they are captured there).
 
@@ -82,10 +82,10 @@ class ShotLog:
         self._std = (sys.stdout, sys.stderr)
         sys.stdout = sys.stderr = io.TextIOWrapper(
             _Writer(self._file), encoding="utf-8", errors="replace", write_through=True)
+        # the process's filters stay; entering resets the "already shown" registries, so a
+        # warning shows again in each render's log (once per place, as by default)
         self._warnings = warnings.catch_warnings()
         self._warnings.__enter__()
-        # a new filter list: every warning is shown again in this render (once per place)
-        warnings.simplefilter("default")
         warnings.showwarning = self._show_warning
         if not logged:
             self._handler = logging.StreamHandler(sys.stderr)
