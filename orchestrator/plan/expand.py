@@ -25,7 +25,7 @@ from actors.backends import UnknownBackend, get_backend
 
 from ..spec.manifest import Profile, RendererSpec, Segment, Story
 from ..spec.storygraph import predecessors, topological_order
-from .keys import derive_seed, render_key
+from .keys import KeyMaker, derive_seed
 from .models import Branch, RenderPlan, RenderTask
 
 DEFAULT_MAX_BRANCHES = 256
@@ -191,6 +191,7 @@ def expand(
     profile = spec.profile
     encoder = encoder or _encoder()
     prof_key = profile_key(profile, encoder)
+    keys = KeyMaker(salt=salt, profile=prof_key)
     story_renderer = spec.renderer.merged_over(BUILTIN_RENDERER)
     problems: list[tuple[Path_, str]] = []
     seg_index = {s.id: i for i, s in enumerate(spec.segments)}
@@ -261,7 +262,7 @@ def expand(
             for k, up in enumerate(ups, start=1):
                 tid = shot.id if len(ups) == 1 else f"{shot.id}~{k}"
                 task = _make_task(
-                    tid, shot, seg.id, renderer, frames, profile, prof_key, spec.seed, salt,
+                    tid, shot, seg.id, renderer, frames, profile, prof_key, spec.seed, keys,
                     tasks[up] if up else None, note,
                 )
                 tasks[tid] = task
@@ -306,15 +307,14 @@ def _make_task(
     profile: Profile,
     prof_key: dict[str, Any],
     base_seed: int,
-    salt: str,
+    keys: KeyMaker,
     upstream: RenderTask | None,
     note: str | None = None,
 ) -> RenderTask:
     backend = get_backend(renderer.backend or "previz")
     seed = shot.seed if shot.seed is not None else derive_seed(base_seed, shot.prompt)
-    draft = RenderTask(
+    fields: dict[str, Any] = dict(
         id=tid,
-        key="",
         shot=shot.id,
         segment=segment,
         prompt=shot.prompt,
@@ -330,8 +330,10 @@ def _make_task(
         encoder_build=prof_key["encode"].get("encoder_build"),
         note=note,
     )
-    key = render_key(
-        salt=salt,
+    # The backend reads the task's fields for its key parameters: an unvalidated draft, then
+    # the task validated once with its key.
+    draft = RenderTask.model_construct(key="", **fields)
+    key = keys.key(
         backend=backend.name,
         backend_version=backend.version,
         model=renderer.model,
@@ -341,10 +343,9 @@ def _make_task(
         negative_prompt=draft.negative_prompt,
         seed=seed,
         frames=frames,
-        profile=prof_key,
         upstream=draft.upstream_key,
     )
-    return draft.model_copy(update={"key": key})
+    return RenderTask(key=key, **fields)
 
 
 def _branches(

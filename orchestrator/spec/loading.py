@@ -274,15 +274,31 @@ if yaml.__with_libyaml__:
     from yaml._yaml import CParser
 
     class _CLoader(_Bounded, CParser, Resolver):
-        """libyaml's parser (events, with marks) under the same Python composer: faster."""
+        """libyaml's parser (events, with marks) under the same Python composer."""
 
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
             self._start_bounds()
 
+    class _CComposer(CParser, Resolver):
+        """libyaml's parser and composer: nodes with marks, composed in C, bounds unchecked."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            Resolver.__init__(self)
+
     _Loader: type[_Bounded] = _CLoader
 else:  # pragma: no cover - PyYAML is normally built with libyaml
     _Loader = _PyLoader
+
+_INDICATORS = "-?:,[{"
+
+
+def _most_values(text: str) -> int:
+    """An upper bound on the values (nodes) ``text`` composes to: every value but the root is
+    introduced by an indicator (``-``, ``?``, ``:``, ``,``, ``[``, ``{``), and none introduces
+    more than two (a mapping and its first key, or a key and its value)."""
+    return 2 * sum(text.count(c) for c in _INDICATORS) + 1
 
 
 def _compose(name: str, text: str) -> Node | None:
@@ -292,12 +308,54 @@ def _compose(name: str, text: str) -> Node | None:
         col = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
         reason = f"character U+{ord(bad.group()):04X} is not allowed in YAML"
         raise ManifestInvalid([Problem(name, line, col, "", reason)])
+    if _Loader is not _PyLoader and _most_values(text) <= 2 * MAX_NODES:
+        root = _compose_in_c(text)
+        if root is not _REFUSED:
+            return root
+    # Composed event by event, so that the first refusal is reported where it is.
     try:
         return _compose_with(_Loader, text)
     except MarkedYAMLError as exc:
         raise _yaml_problem(name, _own_bound_before(text, exc) or exc) from None
     except YAMLError as exc:  # pragma: no cover - every YAML error above is marked
         raise ManifestInvalid([Problem(name, None, None, "", f"YAML: {exc}")]) from None
+
+
+_REFUSED = ScalarNode("", "")
+
+
+def _compose_in_c(text: str) -> Node | None:
+    """The document composed by libyaml, or :data:`_REFUSED` when it is not YAML or breaks a
+    bound: an alias, nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_NODES`
+    values.
+
+    The caller then composes a refused text again, event by event, to report its first problem
+    at its place; only bad manifests pay for that. Only texts whose :func:`_most_values` is at
+    most twice :data:`MAX_NODES` come here, so libyaml never builds more nodes than that.
+    """
+    loader = _CComposer(text)
+    try:
+        root = loader.get_single_node()
+    except YAMLError:
+        return _REFUSED
+    finally:
+        loader.dispose()
+    if root is None:
+        return None
+    seen: set[int] = set()
+    stack: list[tuple[Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen or depth > MAX_DEPTH:  # a node met twice is an alias
+            return _REFUSED
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            stack.extend((n, depth + 1) for pair in node.value for n in pair)
+        elif isinstance(node, SequenceNode):
+            stack.extend((n, depth + 1) for n in node.value)
+    if len(seen) > MAX_NODES:
+        return _REFUSED
+    return root
 
 
 def _compose_with(loader_type: type[_Bounded], text: str) -> Node | None:
