@@ -23,6 +23,7 @@ from typing import Any
 
 from actors.backends import UnknownBackend, get_backend
 
+from ..spec.gc_paused import gc_paused
 from ..spec.manifest import Profile, RendererSpec, Segment, Story
 from ..spec.storygraph import predecessors, topological_order
 from .keys import KeyMaker, derive_seed
@@ -76,27 +77,68 @@ def profile_key(profile: Profile, encoder: dict[str, str] | None = None) -> dict
 
 
 def iter_paths(story: Story, to: str | None = None) -> Iterator[list[str]]:
-    """Paths from ``start`` to an ending (or to segment ``to``), default options first."""
+    """Paths from ``start`` to an ending (or to segment ``to``), default options first.
+
+    Each path is made only when it is yielded (the walk keeps a link to its parent step), so
+    a walk costs the length of the paths it yields, not their square."""
     by_id = story.segments_by_id
     reaches: set[str] | None = None
     if to is not None:  # prune to segments that can reach ``to``
         preds = predecessors(story)
-        reaches, stack = {to}, [to]
-        while stack:
-            for p in preds[stack.pop()]:
+        reaches, todo = {to}, [to]
+        while todo:
+            for p in preds[todo.pop()]:
                 if p not in reaches:
                     reaches.add(p)
-                    stack.append(p)
-    stack: list[tuple[str, list[str]]] = [(story.spec.start, [story.spec.start])]
+                    todo.append(p)
+    stack: list[tuple[str, Any]] = [(story.spec.start, None)]  # (segment, parent step)
     while stack:
-        sid, path = stack.pop()
+        step = stack.pop()
+        sid = step[0]
         seg = by_id[sid]
         if sid == to or (to is None and seg.is_ending):
-            yield path
+            yield _unwind(step)
             continue
         nxts = [n for n in seg.successors if reaches is None or n in reaches]
         for nxt in reversed(nxts):
-            stack.append((nxt, [*path, nxt]))
+            stack.append((nxt, step))
+
+
+def _unwind(step: tuple[str, Any]) -> list[str]:
+    path: list[str] = []
+    link: tuple[str, Any] | None = step
+    while link is not None:
+        sid, link = link
+        path.append(sid)
+    path.reverse()
+    return path
+
+
+def first_paths(story: Story) -> dict[str, list[str]]:
+    """Each ending reachable from ``start`` → its first path in :func:`iter_paths` order (the
+    default options first), in the order a default-first walk meets the endings.
+
+    One depth-first walk that visits each segment once: the walk first reaches a segment along
+    its earliest path in that order (a later path through an already visited segment would
+    be a later path to everything after it too), so a segment's parent link on that walk
+    spells its first path. O(segments + edges), however many paths there are."""
+    by_id = story.segments_by_id
+    parent: dict[str, str | None] = {}
+    out: dict[str, list[str]] = {}
+    stack: list[tuple[str, str | None]] = [(story.spec.start, None)]
+    while stack:
+        sid, via = stack.pop()
+        if sid in parent:
+            continue
+        parent[sid] = via
+        seg = by_id[sid]
+        if seg.is_ending:
+            path = [sid]
+            while (up := parent[path[-1]]) is not None:
+                path.append(up)
+            out[sid] = path[::-1]
+        stack.extend((n, sid) for n in reversed(seg.successors))
+    return out
 
 
 def count_paths(story: Story) -> tuple[int, dict[str, int]]:
@@ -113,23 +155,6 @@ def count_paths(story: Story) -> tuple[int, dict[str, int]]:
         seg = by_id[sid]
         frm[sid] = 1 if seg.is_ending else sum(frm[n] for n in seg.successors)
     return frm[story.spec.start], {s: to[s] * frm[s] for s in order}
-
-
-def _endings_default_first(story: Story) -> list[str]:
-    """Endings in the order a default-first walk of the story meets them."""
-    by_id = story.segments_by_id
-    seen: set[str] = set()
-    out: list[str] = []
-    stack = [story.spec.start]
-    while stack:
-        sid = stack.pop()
-        if sid in seen:
-            continue
-        seen.add(sid)
-        if by_id[sid].is_ending:
-            out.append(sid)
-        stack.extend(reversed(by_id[sid].successors))
-    return out
 
 
 def choice_label(seg: Segment, nxt: str) -> str | None:
@@ -187,6 +212,17 @@ def expand(
 
     ``encoder`` is the encoder build the keys name (default: this process's, which needs its
     ffmpeg; :data:`SHAPE_ONLY` for a plan whose keys are not used)."""
+    with gc_paused():
+        return _expand(story, salt, max_branches, max_tasks, encoder)
+
+
+def _expand(
+    story: Story,
+    salt: str,
+    max_branches: int,
+    max_tasks: int,
+    encoder: dict[str, str] | None,
+) -> RenderPlan:
     spec = story.spec
     profile = spec.profile
     encoder = encoder or _encoder()
@@ -368,7 +404,7 @@ def _branches(
             )
         paths = list(iter_paths(story))
     elif spec.masters == "endings":
-        paths = [next(iter_paths(story, to=e)) for e in _endings_default_first(story)]
+        paths = list(first_paths(story).values())
     else:
         paths = [list(p) for p in spec.masters]
 

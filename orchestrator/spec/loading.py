@@ -36,6 +36,7 @@ from yaml.scanner import Scanner
 
 from . import pydantic_errors, storygraph
 from .errors import Loc, ManifestInvalid, Problem, format_path
+from .gc_paused import gc_paused
 from .manifest import Story
 
 MAX_MANIFEST_BYTES = 2 * 1024 * 1024
@@ -122,7 +123,11 @@ def load_manifest(source: str | os.PathLike[str], data: bytes | None = None) -> 
     name = os.fspath(source)
     if data is None:
         data = _read(name)
-    text = _decode(name, data)
+    with gc_paused():
+        return _load(name, _decode(name, data))
+
+
+def _load(name: str, text: str) -> Manifest:
     doc = _Document(name, _compose(name, text))
     if doc.root is None:
         raise ManifestInvalid([Problem(name, None, None, "", "the manifest is empty")])
