@@ -249,7 +249,11 @@ def bench_noop_render(tasks: int, repeat: int, tmp: Path) -> dict[str, Any]:
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             raise SystemExit(f"reelfarm render exited {proc.returncode}")
-        keys = [f"store/ac/{t['key'][:2]}/{t['key']}.json" for t in report["tasks"]]
+        from orchestrator.store import open_store
+        from orchestrator.store.base import action_path
+
+        at = open_store(store_url)
+        keys = [at.key_for(action_path(t["key"])) for t in report["tasks"]]
         log(f"noop_render: {len(keys)} sequential GETs of the action records ...")
         t0 = time.perf_counter()
         for k in keys:
@@ -261,7 +265,7 @@ def bench_noop_render(tasks: int, repeat: int, tmp: Path) -> dict[str, Any]:
         server.terminate()
         server.wait(timeout=30)
     return {
-        "story": {"unique_tasks": n, "masters": len(report["masters"])},
+        "story": {"unique_tasks": n, "masters": report["totals"].get("masters")},
         "fill_cache_s": round(fill_s, 1),
         "first_render_s": round(first_s, 2),
         "first_render_requests": first_requests,
