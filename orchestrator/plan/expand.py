@@ -240,7 +240,10 @@ def _expand(
         si = seg_index[sid]
         for j, shot in enumerate(spec.segments[si].shots):
             where: Path_ = ("spec", "segments", si, "shots", j)
-            renderer = shot.renderer.merged_over(story_renderer)
+            renderer = (  # a shot that overrides nothing shares the story's resolved renderer
+                shot.renderer.merged_over(story_renderer)
+                if shot.renderer.model_fields_set else story_renderer
+            )
             frames = frame_count(shot.duration, profile.fps)
             try:
                 backend = get_backend(renderer.backend or "previz")
