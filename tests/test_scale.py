@@ -186,3 +186,26 @@ def test_more_values_than_the_bound_are_refused_at_the_first_one_over(monkeypatc
     with pytest.raises(loading.ManifestInvalid) as e:
         loading.load_manifest("story.yaml", text.encode())
     assert [p.message for p in e.value.problems] == ["YAML: more than 50 values"]
+
+
+# -- published JSON ---------------------------------------------------------------------------
+
+_doc_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=3),
+    max_leaves=10,
+)
+
+
+@SETTINGS
+@given(st.dictionaries(st.text(max_size=8), _doc_values, max_size=5) | _doc_values)
+def test_published_json_reads_back_as_the_document(doc):
+    from orchestrator.store.output_api import json_text
+
+    text = json_text(doc)
+    assert json.loads(text) == doc and text.endswith("\n")
+    if isinstance(doc, dict):  # one top-level key, or one item of a top-level list, a line
+        lines = text.splitlines()
+        assert len(lines) == 2 + sum(len(v) + 2 if isinstance(v, list) and v else 1
+                                     for v in doc.values()) - (0 if doc else 1)

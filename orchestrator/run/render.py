@@ -23,6 +23,7 @@ from typing import Any
 
 from ..plan.expand import expand
 from ..plan.models import RenderPlan
+from ..spec.gc_paused import gc_paused
 from ..spec.manifest import Story
 from ..store import BlobMissing, CorruptBlob, Store, StoreError, open_store
 from ..store.outputs import open_output
@@ -306,14 +307,16 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     with _Signals() as sig:
         status = "running"
         try:
-            sched.lookup(set(opts.force))
-            # A run record exists from the start, naming the masters this run may reuse, so
-            # that `cache gc` never deletes what this run needs.
-            sched.master_keys()
-            store.put_run(plan.story, run_id,
-                          _stored(sched, _report(sched, run_id, started, t0, status, store)))
+            with gc_paused():  # bounded bursts of allocation (see spec/gc_paused.py)
+                sched.lookup(set(opts.force))
+                # A run record exists from the start, naming the masters this run may reuse,
+                # so that `cache gc` never deletes what this run needs.
+                sched.master_keys()
+                store.put_run(plan.story, run_id,
+                              _stored(sched, _report(sched, run_id, started, t0, status, store)))
             try:
-                sched.lookup_masters()
+                with gc_paused():
+                    sched.lookup_masters()
                 if sched.needs_cluster():
                     connect_ray(opts.address)
                     sig.install()
@@ -334,7 +337,8 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
                 _quietly(sched.shutdown)
             sig.defer()
             progress.stop()
-            result = _finish(sched, store, out, run_id, started, t0, status, errors)
+            with gc_paused():
+                result = _finish(sched, store, out, run_id, started, t0, status, errors)
         except BaseException as err:
             sig.defer()
             progress.stop()
