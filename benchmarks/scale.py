@@ -68,6 +68,12 @@ def med(xs: list[float]) -> float:
     return round(statistics.median(xs), 4)
 
 
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # -- planner --------------------------------------------------------------------------------------
 
 
@@ -207,12 +213,16 @@ def bench_noop_render(tasks: int, repeat: int, tmp: Path) -> dict[str, Any]:
 
     runner = CliRunner()
 
+    cpu: dict[str, list[float]] = {"client": [], "server": []}
+
     def render(out: str) -> tuple[float, int, dict[str, Any]]:
         stores.clear()
-        t0 = time.perf_counter()
+        t0, c0, s0 = time.perf_counter(), time.process_time(), proc_cpu_s(server.pid)
         r = runner.invoke(cli, ["render", str(story), "--store", store_url, "--out", out,
                                 "--quiet"], catch_exceptions=False)
         secs = time.perf_counter() - t0
+        cpu["client"].append(time.process_time() - c0)
+        cpu["server"].append(proc_cpu_s(server.pid) - s0)
         if r.exit_code != 0:
             raise SystemExit(f"render exited {r.exit_code}: {r.output[-2000:]}")
         report = json.loads((Path(out) / "report.json").read_text())
@@ -230,6 +240,7 @@ def bench_noop_render(tasks: int, repeat: int, tmp: Path) -> dict[str, Any]:
         log(f"noop_render: {n} tasks cached in {fill_s:.1f} s; first render (the master) ...")
         first_s, first_requests, first = render(str(tmp / "out0"))
         assert first["totals"]["rendered"] == 0, first["totals"]
+        cpu = {"client": [], "server": []}
         secs, reqs = [], []
         for i in range(repeat):
             log(f"noop_render: round {i + 1}/{repeat}")
@@ -243,9 +254,10 @@ def bench_noop_render(tasks: int, repeat: int, tmp: Path) -> dict[str, Any]:
             [sys.executable, "-m", "orchestrator.cli", "render", str(story), "--store",
              store_url, "--out", str(tmp / "out-proc"), "--quiet"],
             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
-        w0 = time.perf_counter()
+        w0, s0 = time.perf_counter(), proc_cpu_s(server.pid)
         _, status, usage = os.wait4(proc.pid, 0)
         proc_s = time.perf_counter() - w0
+        proc_server_cpu = proc_cpu_s(server.pid) - s0
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             raise SystemExit(f"reelfarm render exited {proc.returncode}")
@@ -271,7 +283,11 @@ def bench_noop_render(tasks: int, repeat: int, tmp: Path) -> dict[str, Any]:
         "first_render_requests": first_requests,
         "noop_render_s": med(secs),
         "noop_render_requests": int(statistics.median(reqs)),
+        "noop_render_cpu_s": med(cpu["client"]),
+        "noop_render_s3_server_cpu_s": med(cpu["server"]),
         "noop_render_own_process_s": round(proc_s, 2),
+        "noop_render_own_process_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "noop_render_own_process_s3_server_cpu_s": round(proc_server_cpu, 2),
         "noop_render_own_process_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "sequential_record_gets": len(keys),
         "sequential_record_gets_s": round(get_s, 2),
@@ -279,16 +295,21 @@ def bench_noop_render(tasks: int, repeat: int, tmp: Path) -> dict[str, Any]:
             "requests_over_tasks": round(statistics.median(reqs) / n, 4),
             "sequential_gets_s_over_noop_render_s": round(get_s / statistics.median(secs), 2),
         },
-        "samples": {"noop_render_s": [round(x, 3) for x in secs], "requests": reqs},
+        "samples": {"noop_render_s": [round(x, 3) for x in secs], "requests": reqs,
+                    "cpu_s": [round(x, 3) for x in cpu["client"]],
+                    "server_cpu_s": [round(x, 3) for x in cpu["server"]]},
     }
 
 
 # -- assembly -------------------------------------------------------------------------------------
 
 
-def bench_assembly(clips: int, seconds: float, repeat: int, tmp: Path) -> dict[str, Any]:
-    """One master of ``clips`` clips (``seconds`` each, 640x360 at 24 fps, moving noise so
-    that the bytes are those of real footage, not of a flat frame)."""
+def bench_assembly(clips: int, uses: int, seconds: float, repeat: int, tmp: Path
+                   ) -> dict[str, Any]:
+    """One master of ``clips`` distinct clips (``seconds`` each, 640x360 at 24 fps, moving noise
+    so that the bytes are those of real footage, not of a flat frame), each joined ``uses``
+    times in turn (a distinct clip is probed once, as assembly does for a clip that repeats);
+    the plain copy copies the same files in the same order."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -312,7 +333,7 @@ def bench_assembly(clips: int, seconds: float, repeat: int, tmp: Path) -> dict[s
 
     log(f"assembly: encoding {clips} clips of {seconds} s ...")
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-        paths = list(pool.map(encode, range(clips)))
+        paths = list(pool.map(encode, range(clips))) * uses
     clip_bytes = sum(p.stat().st_size for p in paths)
     asm, cp = [], []
     size = 0
@@ -322,7 +343,7 @@ def bench_assembly(clips: int, seconds: float, repeat: int, tmp: Path) -> dict[s
         t0 = time.perf_counter()
         info = concat_clips(paths, out, profile)
         asm.append(time.perf_counter() - t0)
-        assert info.frames == clips * frames, info
+        assert info.frames == len(paths) * frames, info
         size = out.stat().st_size
         out.unlink()
         t0 = time.perf_counter()
@@ -335,7 +356,8 @@ def bench_assembly(clips: int, seconds: float, repeat: int, tmp: Path) -> dict[s
     asm_mbs = size / statistics.median(asm) / 1e6
     cp_mbs = clip_bytes / statistics.median(cp) / 1e6
     return {
-        "clips": clips, "clip_seconds": seconds, "profile": "640x360 at 24 fps",
+        "clips": len(paths), "distinct_clips": clips, "clip_seconds": seconds,
+        "profile": "640x360 at 24 fps",
         "clip_bytes": clip_bytes, "master_bytes": size,
         "stream_copy_s": med(asm), "plain_copy_s": med(cp),
         "stream_copy_mb_per_s": round(asm_mbs, 1), "plain_copy_mb_per_s": round(cp_mbs, 1),
@@ -352,7 +374,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,10000,50000")
     ap.add_argument("--noop-tasks", type=int, default=10_000)
-    ap.add_argument("--assembly-clips", type=int, default=100)
+    ap.add_argument("--assembly-clips", type=int, default=25, help="distinct clips")
+    ap.add_argument("--assembly-uses", type=int, default=4, help="times each clip is joined")
     ap.add_argument("--assembly-seconds", type=float, default=4.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", choices=["planner", "noop_render", "assembly"], action="append")
@@ -378,8 +401,8 @@ def main() -> None:
         if "noop_render" in only:
             result["noop_render"] = bench_noop_render(args.noop_tasks, args.repeat, tmp)
         if "assembly" in only:
-            result["assembly"] = bench_assembly(args.assembly_clips, args.assembly_seconds,
-                                                args.repeat, tmp)
+            result["assembly"] = bench_assembly(args.assembly_clips, args.assembly_uses,
+                                                args.assembly_seconds, args.repeat, tmp)
     result["machine"]["load_average_before_after"] = [
         [round(x, 2) for x in load_before], [round(x, 2) for x in os.getloadavg()]]
     print(json.dumps(result, indent=2))
