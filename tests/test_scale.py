@@ -209,3 +209,24 @@ def test_published_json_reads_back_as_the_document(doc):
         lines = text.splitlines()
         assert len(lines) == 2 + sum(len(v) + 2 if isinstance(v, list) and v else 1
                                      for v in doc.values()) - (0 if doc else 1)
+
+
+def test_a_plan_problem_is_located_after_the_nodes_were_let_go(tmp_path):
+    """A loaded manifest keeps its text, not its nodes; a plan-time problem composes them again
+    and still gets its line and column."""
+    path = write_compact(tmp_path / "story.yaml", diamond_story(400))
+    text = path.read_text().replace("{id: h3-2, prompt: p", "{renderer: {backend: nosuch}, "
+                                    "id: h3-2, prompt: p")
+    path.write_text(text)
+    m = loading.load_manifest(path)
+    assert m._document.root is None
+    from orchestrator.plan.expand import PlanError
+
+    with pytest.raises(PlanError) as e:
+        expand(m.story)
+    ((where, message),) = e.value.problems
+    problem = m.problem(where, message)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "nosuch" in row)
+    col = text.splitlines()[line - 1].index("backend") + 1
+    assert (problem.file, problem.line, problem.col) == (str(path), line, col)
+    assert problem.path.endswith("shots[2].renderer.backend")

@@ -56,10 +56,24 @@ _PLAIN_SCALARS = {f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null", 
 
 @dataclass(frozen=True)
 class _Document:
-    """Where each field of one manifest was written."""
+    """Where each field of one manifest was written.
+
+    A loaded manifest keeps its text, not its nodes (with their marks, several objects per
+    value: most of a large story's memory); the nodes are composed again on the first
+    :meth:`locate`, which only a plan-time problem asks for.
+    """
 
     source: str
     root: Node | None = field(default=None, repr=False, compare=False)
+    text: str | None = field(default=None, repr=False, compare=False)
+    _composed: list[Node | None] = field(default_factory=list, repr=False, compare=False)
+
+    def _root(self) -> Node | None:
+        if self.root is not None or self.text is None:
+            return self.root
+        if not self._composed:
+            self._composed.append(_compose(self.source, self.text))
+        return self._composed[0]
 
     def locate(self, path: Sequence[str | int]) -> tuple[int | None, int | None]:
         """1-based (line, column) of ``path``, or of its deepest part that was written.
@@ -68,7 +82,7 @@ class _Document:
         item at the item. A path that was not written (a missing field) points at the mapping
         that should hold it. ``(None, None)`` when there is no document.
         """
-        node = self.root
+        node = self._root()
         if node is None:
             return None, None
         mark = node.start_mark
@@ -139,11 +153,12 @@ def _load(name: str, text: str) -> Manifest:
             doc.problem((), "the top level must be a mapping (apiVersion, kind, metadata, spec)")
         )
         _raise(problems)
-    return _validate(doc, value, problems, tree.settled)
+    return _validate(doc, text, value, problems, tree.settled)
 
 
 def _validate(
-    doc: _Document, value: dict[str, Any], problems: list[Problem], settled: list[Loc]
+    doc: _Document, text: str, value: dict[str, Any], problems: list[Problem],
+    settled: list[Loc],
 ) -> Manifest:
     """Run the models and the story rules; a path reported once is not reported again below."""
     story: Story | None = None
@@ -165,7 +180,7 @@ def _validate(
     problems.extend(p for loc, p in found if not _under_any(loc, settled))
     if problems or story is None:
         _raise(problems)
-    return Manifest(story, doc.source, doc)
+    return Manifest(story, doc.source, _Document(doc.source, text=text))
 
 
 def _under_any(loc: Loc, prefixes: Sequence[Loc]) -> bool:
