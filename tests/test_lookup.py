@@ -209,8 +209,11 @@ def test_noop_render_sends_a_bounded_number_of_requests(cached: dict[str, Any], 
     assert result.exit_code == 0 and result.report["totals"]["rendered"] == 0
     (count,) = counts
     tasks = SEGMENTS * PER_SEGMENT + 2
-    # GETs: the latest run record and the two masters' records; PUTs: the run record twice
-    assert count.by_op.get("GET", 0) <= 4, count.by_op
+    # GETs: the latest run record, then per master (two) its record and its bytes (verified,
+    # then published to a new --out); PUTs: the run record, at the start and at the end
+    masters = len(result.report["branches"])
+    assert masters == 2
+    assert count.by_op.get("GET", 0) <= 1 + 4 * masters, count.by_op
     assert count.by_op.get("PUT", 0) <= 2, count.by_op
     assert count.total <= 60, count.by_op
     assert count.total * 5 < tasks
