@@ -44,3 +44,29 @@ def test_a_manifest_cannot_name_the_no_op_backend(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2, proc.stderr
     assert "noop" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_driver_runs_a_no_op_plan_and_caches_nothing(ray_cluster, tmp_path):
+    """What a driver benchmark does with it: every task of a plan with continuity chains runs
+    through real renderer actors, and the store stays empty. A plan for it has no masters."""
+    from backends_for_tests import use
+
+    from orchestrator.run.driver import Scheduler, SchedulerOptions
+
+    use(NoopBackend())
+    segs = [{"id": "a", "shots": [shot("a1"), shot("a2", continuity="previous")],
+             "choice": {"options": [{"label": "x", "next": "b"}, {"label": "y", "next": "c"}]}},
+            {"id": "b", "shots": [shot("b1", continuity="previous")]},
+            {"id": "c", "shots": [shot("c1", continuity="previous")]}]
+    plan = expand(story(segs, renderer={"backend": "noop"}), encoder=SHAPE_ONLY)
+    plan = plan.model_copy(update={"branches": []})
+    url = str(tmp_path / "store")
+    store = open_store(url)
+    sched = Scheduler(plan, store, store_url=url,
+                      options=SchedulerOptions(max_workers=2, backoff_s=0.05))
+    sched.lookup()
+    sched.run()
+    assert {t: (r.status, r.record.kind, r.record.outputs)
+            for t, r in sched.runs.items()} == {t.id: ("rendered", "noop", {}) for t in plan.tasks}
+    assert store.get_actions([t.key for t in plan.tasks]) == {t.key: None for t in plan.tasks}
+    assert list(store.iter_blobs()) == []
