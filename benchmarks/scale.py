@@ -13,9 +13,10 @@ All figures go into one JSON document, each beside a baseline measured in the sa
   per process, before the clock. The 50,000-task plan is above ``plan``'s default task limit
   (10,000) and is planned with the limit raised;
 * ``noop_render``: ``reelfarm render`` of a fully cached story of about 10,000 unique tasks in an
-  S3 store on moto's server (its own process, 127.0.0.1): seconds, S3 requests (every attempt
-  the render's store sends) and the peak RSS of the same render as its own ``reelfarm``
-  process, beside what reading every action record one by one costs (one GET per task, sent
+  S3 store on moto's server (its own process, 127.0.0.1): seconds, CPU seconds of the render
+  and of the S3 server (on a shared machine the steadier figure), S3 requests (every attempt
+  the render's store sends), and the same render as its own ``reelfarm`` process with its peak
+  RSS, beside what reading every action record one by one costs (one GET per task, sent
   sequentially with a plain boto3 client). The cache is filled through the store's own API:
   one shot is rendered for real by ``ShotRenderer`` (previz) and its record is stored again
   under every other task's key (the same clip, last frame and frame count: every shot is
@@ -23,6 +24,9 @@ All figures go into one JSON document, each beside a baseline measured in the sa
 * ``assembly``: one master joined by ``actors.assemble.concat_clips`` (ffmpeg's concat demuxer,
   stream copy, with its probes of every clip) beside a plain file copy of the same clips' bytes
   into one file (``shutil.copyfileobj``): throughput in MB/s of master bytes, and the ratio.
+
+Planner and no-op figures carry wall and CPU seconds: on a machine shared with other work the
+wall time is mostly the other work's.
 
     python benchmarks/scale.py                       # everything (about 10 minutes)
     python benchmarks/scale.py --only planner --sizes 1000,10000
