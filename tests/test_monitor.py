@@ -135,6 +135,14 @@ def put_run_copy(store: Path, run: dict, run_id: str, edit) -> dict:
 
 # -- pages ---------------------------------------------------------------------------------------
 
+
+def wait_for_sheets(page) -> None:
+    """Every contact-sheet image loaded. They load lazily, as a person scrolls to them: each
+    one not yet loaded is scrolled into view while waiting."""
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('.sheet img')).every(i => "
+        "(i.complete && i.naturalWidth > 0) || (i.scrollIntoView(), false))", timeout=WAIT_MS)
+
 def test_runs_page_lists_the_run_and_updates_without_a_reload(ui, site, page, artifacts):
     page.goto(ui)
     row = page.wait_for_selector(f"#runs tr[data-run='lighthouse/{site['run_id']}']",
@@ -179,9 +187,7 @@ def test_run_page_shows_every_segment_and_shot_with_its_status(ui, site, page, a
     assert page.locator("#graph path.edge").count() == len(want) + sum(
         1 for s in manifest["spec"]["segments"] if s.get("next"))
     # each thumbnail loaded (served by the server, from the store)
-    page.wait_for_function(
-        "() => Array.from(document.querySelectorAll('.sheet img')).every(i => i.complete "
-        "&& i.naturalWidth > 0)", timeout=WAIT_MS)
+    wait_for_sheets(page)
     snap(page, artifacts, "run", full=True)
 
 
@@ -519,9 +525,7 @@ def test_an_s3_store_is_served_without_its_credentials(site, s3_url, s3_client, 
         page.on("response", lambda r: seen.append(r.body()) if r.status == 200 and not
                 r.request.headers.get("range") and r.request.resource_type != "media" else None)
         open_run(page, url, "lighthouse", site["run_id"])
-        page.wait_for_function(
-            "() => Array.from(document.querySelectorAll('.sheet img')).every(i => i.complete "
-            "&& i.naturalWidth > 0)", timeout=WAIT_MS)
+        wait_for_sheets(page)
         sel = "video.master"
         page.eval_on_selector(sel, "v => { v.muted = true; return v.play(); }")
         page.wait_for_function(f"() => document.querySelector('{sel}').currentTime > 0.5",
