@@ -26,7 +26,7 @@ from ..plan.models import RenderPlan
 from ..spec.manifest import Story
 from ..store import BlobMissing, CorruptBlob, Store, StoreError, open_store
 from ..store.outputs import open_output
-from .driver import FAILED, Interrupted, Scheduler, SchedulerOptions
+from .driver import FAILED, CapacityTimeout, Interrupted, Scheduler, SchedulerOptions
 from .pool import one_line as _one_line
 from .progress import Progress
 
@@ -332,6 +332,10 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
                 status = "failed"
                 errors.append(f"the store failed: {_one_line(err)}")
                 _quietly(sched.shutdown)
+            except CapacityTimeout as err:  # the autoscaler's nodes never came: exit 1
+                status = "failed"
+                errors.append(str(err))
+                _quietly(sched.shutdown)
             sig.defer()
             progress.stop()
             result = _finish(sched, store, out, run_id, started, t0, status, errors)
@@ -510,6 +514,7 @@ def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status:
         "story": plan.story,
         "run_id": run_id,
         "status": status,
+        "waiting_for": sched.waiting_for,  # what the run waits for from the autoscaler
         "store": store.url,
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "seconds": round(time.monotonic() - t0, 3),
