@@ -4,16 +4,18 @@ Run as the first process of a new PID and network namespace::
 
     unshare --pid --fork --net --mount-proc python tests/autoscaling_head.py CONFIG.json
 
-``AutoscalingCluster`` runs the real autoscaler (the v1 monitor) with the fake multi-node
-provider, which starts real raylets on this machine as the cluster's "nodes" when there is
-demand. Its ``start()`` and ``shutdown()`` run ``ray stop --force``, which kills every Ray
-process it can see: in a PID namespace of its own it sees only its own. The network namespace
-gives the head Ray's default ports (6379, 8265, ...) without colliding with any other cluster on
-the machine; clients join it with ``nsenter --net=/proc/PID/ns/net`` (see
-``fixtures_autoscaling.py``). When this process (PID 1 of the namespace) ends, the kernel ends
-every process left in the namespace.
+``AutoscalingCluster`` runs the real autoscaler (the v1 monitor, or v2) with the fake
+multi-node provider, which starts real raylets on this machine as the cluster's "nodes" when
+there is demand. The provider's defaults file, which the wheel lacks, is given to it in this
+namespace only (:func:`_provide_example_yaml`). Its ``start()`` and ``shutdown()`` run
+``ray stop --force``, which kills every Ray process it can see: in a PID namespace of its own
+it sees only its own. The network namespace gives the head Ray's default ports (6379, 8265, ...)
+without colliding with any other cluster on the machine; clients join it with
+``nsenter --net=/proc/PID/ns/net`` (see ``fixtures_autoscaling.py``). When this process (PID 1
+of the namespace) ends, the kernel ends every process left in the namespace.
 
-CONFIG.json: ``{"head": {...head resources...}, "worker_node_types": {...}, "config": {...}}``.
+CONFIG.json: ``{"head": {...head resources...}, "worker_node_types": {...}, "config": {...},
+"autoscaler_v2": false}`` (``true``: Ray's autoscaler v2, as KubeRay runs it).
 Protocol: one line ``READY <gcs address>`` on stdout once the head is up; then one command per
 line on stdin, each answered by one JSON line on stdout:
 
@@ -30,14 +32,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 
-#: What the wheel's missing ``fake_multi_node/example.yaml`` would give: a fake multi-node
-#: provider with no updaters, no setup commands and the default head type.
+#: The wheel's missing ``fake_multi_node/example.yaml``: a fake multi-node provider with no
+#: updaters, no setup commands and the default head type.
 BASE_CONFIG = {
     "cluster_name": "reelfarm-autoscaling-test",
     "max_workers": 8,
@@ -66,23 +69,25 @@ BASE_CONFIG = {
 }
 
 
-def _cluster_class():
-    from ray.cluster_utils import AutoscalingCluster
+def _provide_example_yaml(scratch: str) -> None:
+    """Give the fake provider its defaults file, ``fake_multi_node/example.yaml``, which the
+    wheel does not ship: ``AutoscalingCluster`` builds its config from it, and the v2
+    autoscaler reads it as the provider's defaults. Ray's installation is shared and stays as
+    it is: a copy of the package's folder, with the file, is bind-mounted over the original in
+    this process's mount namespace only (``unshare --mount-proc`` made it private)."""
+    import ray.autoscaler._private.fake_multi_node as fake
 
-    class Cluster(AutoscalingCluster):
-        def _generate_config(self, head_resources, worker_node_types, autoscaler_v2=False,
-                             **config_kwargs):
-            config = json.loads(json.dumps(BASE_CONFIG))
-            config["available_node_types"] = dict(worker_node_types)
-            config["available_node_types"]["ray.head.default"] = {
-                "resources": head_resources, "node_config": {}, "max_workers": 0}
-            config.update(config_kwargs)
-            return config
-
-    return Cluster
+    folder = os.path.dirname(fake.__file__)
+    if os.path.exists(os.path.join(folder, "example.yaml")):
+        return
+    overlay = os.path.join(scratch, "fake_multi_node")
+    shutil.copytree(folder, overlay, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(os.path.join(overlay, "example.yaml"), "w") as f:
+        json.dump({**BASE_CONFIG, "available_node_types": {}}, f)  # JSON is YAML
+    subprocess.run(["mount", "--bind", overlay, folder], check=True)
 
 
-def _status(address: str, node_types: dict) -> dict:
+def _status(address: str, node_types: dict, v2: bool) -> dict:
     import ray
     from ray._private import ray_constants
     from ray.autoscaler._private.constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
@@ -90,8 +95,15 @@ def _status(address: str, node_types: dict) -> dict:
 
     nodes = [{"id": n["NodeID"], "alive": bool(n["Alive"]), "resources": n["Resources"]}
              for n in ray.nodes()]
-    raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
-    requests = json.loads(raw) if raw else []
+    if v2:  # the cluster resource constraint the v2 autoscaler holds, from the GCS
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        demands = get_cluster_status(address).resource_demands.cluster_constraint_demand
+        requests = [dict(r.bundle) for d in demands for r in d.bundles_by_count
+                    for _ in range(r.count)]
+    else:  # what request_resources wrote for the v1 monitor
+        raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+        requests = json.loads(raw) if raw else []
     report = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
     launched: dict[str, int] = {}
     if report:
@@ -105,7 +117,8 @@ def _monitors():
     import psutil
 
     return [p for p in psutil.process_iter(["cmdline"])
-            if any(a.endswith("autoscaler/_private/monitor.py") for a in p.info["cmdline"] or [])]
+            if any(a.endswith(("autoscaler/_private/monitor.py", "autoscaler/v2/monitor.py"))
+                   for a in p.info["cmdline"] or [])]
 
 
 def _signal_monitor(sig: int) -> dict:
@@ -130,9 +143,13 @@ def main(config_path: str) -> None:
     threading.Thread(target=_reap_orphans, daemon=True).start()
     with open(config_path) as f:
         spec = json.load(f)
-    cluster = _cluster_class()(head_resources=dict(spec["head"]),
-                               worker_node_types=spec["worker_node_types"],
-                               **spec.get("config", {}))
+    _provide_example_yaml(os.path.dirname(os.path.abspath(config_path)))
+    from ray.cluster_utils import AutoscalingCluster
+
+    v2 = bool(spec.get("autoscaler_v2"))
+    cluster = AutoscalingCluster(head_resources=dict(spec["head"]),
+                                 worker_node_types=spec["worker_node_types"], autoscaler_v2=v2,
+                                 **spec.get("config", {}))
     # The protocol gets the real stdout; everything else printed here or by `ray start`/`ray stop`
     # (which inherit file descriptor 1) goes to stderr.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
@@ -147,7 +164,7 @@ def main(config_path: str) -> None:
         for line in sys.stdin:
             cmd = line.strip()
             if cmd == "status":
-                print(json.dumps(_status(address, spec["worker_node_types"])), file=proto)
+                print(json.dumps(_status(address, spec["worker_node_types"], v2)), file=proto)
             elif cmd == "freeze":  # the autoscaler stops acting: no node is added or removed
                 print(json.dumps(_signal_monitor(signal.SIGSTOP)), file=proto)
             elif cmd == "thaw":

@@ -14,9 +14,10 @@ raylets on this machine as nodes) as the first process of a new PID and network 
 Tearing down ends the helper, PID 1 of the namespace: the kernel then ends every process left
 in it, and nothing outside it is touched. Token authentication is on, with a token of its own.
 
-The cluster: a head with 0 CPUs; node types ``cpu`` ({CPU: 2}, 0–2 nodes), ``gpu`` ({CPU: 1,
-GPU: 1}, 0–2 nodes: a fake GPU), and ``big`` ({CPU: 1, big: 1}, 0–1 node), which only the
-capacity-timeout test asks for, with the autoscaler frozen.
+The cluster (the v1 autoscaler, or v2 as KubeRay runs it): a head with 0 CPUs; node types
+``cpu`` ({CPU: 2}, 0–2 nodes), ``gpu`` ({CPU: 1, GPU: 1}, 0–2 nodes: a fake GPU), and ``big``
+({CPU: 1, big: 1}, 0–1 node), which only the capacity-timeout test asks for, with the
+autoscaler frozen.
 """
 
 from __future__ import annotations
@@ -83,14 +84,28 @@ class AutoscalingRay:
             env={**self.env, **env}, capture_output=True, text=True, timeout=timeout)
 
 
-def _config(path: Path) -> Path:
+def _config(path: Path, v2: bool) -> Path:
     path.write_text(json.dumps({"head": HEAD, "worker_node_types": NODE_TYPES,
-                                "config": {"idle_timeout_minutes": 0.1}}))
+                                "config": {"idle_timeout_minutes": 0.1}, "autoscaler_v2": v2}))
     return path
 
 
 @pytest.fixture(scope="session")
 def autoscaling_cluster():
+    """The v1 autoscaler (``ray start --head --autoscaling-config``, ``ray up``)."""
+    with _cluster(v2=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def autoscaling_cluster_v2():
+    """Ray's autoscaler v2, the one KubeRay runs (``k8s/``)."""
+    with _cluster(v2=True) as c:
+        yield c
+
+
+@contextlib.contextmanager
+def _cluster(v2: bool):
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         pytest.fail("the autoscaling tests need unshare and nsenter (util-linux)")
     # A short path: Ray's Unix sockets live under it (at most 107 bytes).
@@ -108,7 +123,7 @@ def autoscaling_cluster():
     log = open(tmp / "helper.log", "w")  # noqa: SIM115 - open for the fixture's life
     proc = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--kill-child", "--net", "--mount-proc",
-         sys.executable, str(HELPER), str(_config(tmp / "cluster.json"))],
+         sys.executable, str(HELPER), str(_config(tmp / "cluster.json", v2))],
         env=env, cwd=tmp, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
         text=True, start_new_session=True)
     try:

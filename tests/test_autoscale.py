@@ -27,6 +27,13 @@ FPS, SHOT_S = 8, 0.5
 FRAMES = int(FPS * SHOT_S)  # frames per shot
 
 
+@pytest.fixture(params=["v1", "v2"])
+def any_autoscaler(request):
+    """The cluster with the v1 autoscaler, then with v2 (the one KubeRay runs)."""
+    name = {"v1": "autoscaling_cluster", "v2": "autoscaling_cluster_v2"}[request.param]
+    return request.getfixturevalue(name)
+
+
 def forked_story(renderer: dict, name: str) -> dict:
     """An opening of two shots, then a choice of two one-shot endings: 4 tasks, 2 masters."""
     segs = [
@@ -100,7 +107,8 @@ def test_a_previz_story_scales_a_cluster_up_from_zero_and_withdraws_its_demand(
     back_to_zero(autoscaling_cluster)
 
 
-def test_a_fake_gpu_story_gets_gpu_nodes_from_the_autoscaler(autoscaling_cluster, tmp_path):
+def test_a_fake_gpu_story_gets_gpu_nodes_from_the_autoscaler(any_autoscaler, tmp_path):
+    autoscaling_cluster = any_autoscaler
     before = back_to_zero(autoscaling_cluster)
     known = {n["id"] for n in before["nodes"]}
     traces = tmp_path / "starts"
@@ -145,7 +153,8 @@ def test_the_capacity_timeout_fails_the_run_with_a_finalised_record(autoscaling_
     assert status["requests"] == []  # withdrawn when the run failed
 
 
-def test_a_plan_no_node_type_fits_is_refused_up_front(autoscaling_cluster, tmp_path):
+def test_a_plan_no_node_type_fits_is_refused_up_front(any_autoscaler, tmp_path):
+    autoscaling_cluster = any_autoscaler
     doc = forked_story({"backend": "sleep", "gpus": 2}, "astoobig")
     r = render(autoscaling_cluster, tmp_path, doc)
     assert r.returncode == 2, r.stderr[-3000:]

@@ -199,11 +199,24 @@ def _autoscaler_runs() -> bool:
     if not raw:
         return False
     try:
-        status = json.loads(raw)
+        return launches_nodes(json.loads(raw))
     except ValueError:
         return False
-    return isinstance(status, dict) and (
-        "autoscaler_report" in status or "autoscaler_update_time" in status)
+
+
+def launches_nodes(status: Any) -> bool:
+    """Whether the v1 monitor's status (``DEBUG_AUTOSCALING_STATUS``) is that of an autoscaler
+    that launches nodes. Every head runs a monitor; without an autoscaling config it uses
+    Ray's read-only provider, which only reports the live nodes, each as a type of its own named
+    ``node_<node id>``. An autoscaler with a real provider names its node types (``ray.head.
+    default``, ``gpu``, a KubeRay group)."""
+    if not isinstance(status, dict):
+        return False
+    report = status.get("autoscaler_report")
+    mapping = report.get("node_type_mapping") if isinstance(report, dict) else None
+    if not isinstance(mapping, dict):
+        return False
+    return any(t != f"node_{node}" for node, t in mapping.items())
 
 
 def _read_monitor_config() -> dict[str, Any] | None:
