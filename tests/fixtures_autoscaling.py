@@ -84,6 +84,13 @@ class AutoscalingRay:
             env={**self.env, **env}, capture_output=True, text=True, timeout=timeout)
 
 
+    def popen(self, argv: list[str], **env: str) -> subprocess.Popen:
+        """``argv`` started in the cluster's network namespace (stderr piped, as text)."""
+        return subprocess.Popen(
+            ["nsenter", f"--net=/proc/{self.pid}/ns/net", *argv], env={**self.env, **env},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def _config(path: Path, v2: bool) -> Path:
     path.write_text(json.dumps({"head": HEAD, "worker_node_types": NODE_TYPES,
                                 "config": {"idle_timeout_minutes": 0.1}, "autoscaler_v2": v2}))

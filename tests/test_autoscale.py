@@ -10,6 +10,9 @@ and the request is withdrawn when the render ends, however it ends.
 from __future__ import annotations
 
 import json
+import shlex
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -162,3 +165,52 @@ def test_a_plan_no_node_type_fits_is_refused_up_front(any_autoscaler, tmp_path):
     assert "nor does any node type the autoscaler can launch" in r.stderr
     assert "gpu {CPU: 1, GPU: 1}, up to 2" in r.stderr
     assert autoscaling_cluster.status()["requests"] == []  # nothing was asked for
+
+
+def test_an_interrupted_wait_withdraws_the_demand_and_finalises_the_record(
+        autoscaling_cluster, tmp_path):
+    back_to_zero(autoscaling_cluster)
+    assert autoscaling_cluster.ask("freeze")["monitors"] == 1
+    try:
+        doc = forked_story({"backend": "sleep", "resources": {"big": 1}}, "asstop")
+        path = write_story(tmp_path / "asstop.yaml", doc)
+        proc = autoscaling_cluster.popen(
+            [sys.executable, str(ENTRY), "render", str(path), "--address",
+             autoscaling_cluster.address, "--store", str(tmp_path / "store"), "--out",
+             str(tmp_path / "out"), "--plain"])
+        seen = []
+        for line in proc.stderr:  # until it says what it waits for (the request is out)
+            seen.append(line)
+            if "from the autoscaler" in line:
+                break
+        asked = autoscaling_cluster.status()["requests"]
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=120)[1]
+        status = autoscaling_cluster.status()
+    finally:
+        autoscaling_cluster.ask("thaw")
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert asked == [{"CPU": 1, "big": 1}] * 4  # what it asked for while it waited
+    assert status["requests"] == []  # and withdrew when interrupted
+    record = run_record(tmp_path / "store", "asstop")
+    assert record["status"] == "interrupted"
+
+
+def test_submit_passes_the_capacity_timeout_to_the_jobs_render(ray_head, tmp_path):
+    path = write_story(tmp_path / "one.yaml", story_dict(
+        [{"id": "only", "shots": [shot("a", duration=SHOT_S)]}], name="one",
+        profile={"width": 64, "height": 64, "fps": FPS}))
+    reelfarm = str(Path(sys.executable).with_name("reelfarm"))
+    out = tmp_path / "out"
+
+    def cli(*args: str):
+        return subprocess.run([reelfarm, *args], env=ray_head.env, capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+
+    r = cli("submit", str(path), "--store", str(tmp_path / "store"), "--out", str(out),
+            "--capacity-timeout", "120", "--wait")
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(cli("status", r.stdout.strip(), "--json").stdout)
+    argv = shlex.split(doc["entrypoint"])
+    assert argv[argv.index("--capacity-timeout") + 1] == "120"
+    assert probe(out / "masters" / "only.mp4").frames == FRAMES
