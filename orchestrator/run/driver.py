@@ -316,6 +316,9 @@ class Scheduler:
         ``capacity_timeout`` seconds. Without an autoscaler, nothing (today's behaviour)."""
         if self.pool.autoscaler is None:
             return
+        notes, self.pool.notes = self.pool.notes, []  # a request the autoscaler refused
+        for line in notes:
+            self._note(line)
         awaited = self.pool.waiting_for()
         if awaited != self.waiting_for:
             self.waiting_for = awaited

@@ -182,10 +182,16 @@ class WorkerPool:
                  if not p.closed]
         wanted = capacity.bundles(wants, self.max_workers)
         self.awaited = capacity.shortfall(wanted, self.nodes())
-        if not wanted:
-            self.demand.withdraw()
-        elif self.awaited or self.demand.sent:
-            self.demand.request(wanted)
+        try:
+            if not wanted:
+                self.demand.withdraw()
+            elif self.awaited or self.demand.sent:
+                self.demand.request(wanted)
+        except Exception as err:  # noqa: BLE001 - asked again at the next grow; the wait is
+            # bounded by --capacity-timeout either way
+            note = f"could not ask the autoscaler for nodes: {one_line(err)}"
+            if note not in self.notes:
+                self.notes.append(note)
 
     def waiting_for(self) -> str | None:
         """``4 × {GPU: 1} from the autoscaler``, or ``None`` when nothing is awaited."""
