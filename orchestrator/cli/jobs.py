@@ -19,6 +19,7 @@ from ..jobs import client as api
 from ..run.render import EXIT_FAILED, EXIT_INVALID
 from ..spec.errors import ManifestInvalid
 from .common import _fail, _guard, _print_problems, _store_options
+from .options import CAPACITY_TIMEOUT_HELP, SECONDS
 
 ADDRESS_HELP = ("The Ray dashboard's HTTP address, e.g. http://127.0.0.1:8265 [default: "
                 "$RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS when it is an http:// URL].")
@@ -68,9 +69,12 @@ def _job_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--wait", "wait", is_flag=True,
               help="Stream the job's log to stderr until it ends; exit 0 when it succeeded, "
                    "1 when it failed or was stopped.")
+@click.option("--capacity-timeout", type=SECONDS, metavar="SECONDS",
+              help=CAPACITY_TIMEOUT_HELP + " Passed to the job's render [default: 900].")
 @_job_errors
 def submit(file: str, render_args: tuple[str, ...], address: str | None, store_url: str | None,
-           out: str | None, s3_endpoint: str | None, resubmit: bool, wait: bool) -> None:
+           out: str | None, s3_endpoint: str | None, resubmit: bool, wait: bool,
+           capacity_timeout: float | None) -> None:
     """Submit a render of FILE (a path or s3:// URL) to a Ray cluster as a job.
 
     \b
@@ -90,6 +94,8 @@ def submit(file: str, render_args: tuple[str, ...], address: str | None, store_u
     Token auth (Ray 2.60 clusters require it): set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN
     (or RAY_AUTH_TOKEN_PATH, a file holding the token); the token is never printed.
     """
+    if capacity_timeout is not None:
+        render_args = ("--capacity-timeout", f"{capacity_timeout:g}", *render_args)
     job = api.submit(file, address=address, store=store_url, out=out, s3_endpoint=s3_endpoint,
                      extra_args=render_args, resubmit=resubmit)
     if job.existing:

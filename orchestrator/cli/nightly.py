@@ -19,7 +19,7 @@ from ..jobs.nightly import (
 from ..run.driver import SchedulerOptions
 from ..spec.urls import canonical_location, printable
 from .common import _fail, _guard, _store_options, check_out, open_writable_store
-from .options import SECONDS, resolve_locations
+from .options import SECONDS, capacity_timeout_option, resolve_locations
 
 
 @click.command()
@@ -36,6 +36,7 @@ from .options import SECONDS, resolve_locations
 @click.option("--task-timeout", type=SECONDS, metavar="SECONDS",
               help="Kill and replace an actor whose render runs longer than this. Default: 20 "
                    "times the shot's estimate, and at least 15 minutes.")
+@capacity_timeout_option
 @click.option("--include", multiple=True, metavar="GLOB",
               help="Only files whose path under PREFIX matches (repeatable; * matches across /).")
 @click.option("--exclude", multiple=True, metavar="GLOB",
@@ -48,8 +49,8 @@ from .options import SECONDS, resolve_locations
 @_guard
 def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: str,
             address: str | None, retries: int, max_workers: int | None,
-            task_timeout: float | None, include: tuple[str, ...], exclude: tuple[str, ...],
-            dry_run: bool, quiet: bool, plain: bool) -> None:
+            task_timeout: float | None, capacity_timeout: float, include: tuple[str, ...],
+            exclude: tuple[str, ...], dry_run: bool, quiet: bool, plain: bool) -> None:
     """Render every story manifest under PREFIX, incrementally.
 
     \b
@@ -80,7 +81,8 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
         s3_endpoint=s3_endpoint,
         address=address,
         scheduler=SchedulerOptions(retries=retries, max_workers=max_workers,
-                                   task_timeout=task_timeout),
+                                   task_timeout=task_timeout,
+                                   capacity_timeout=capacity_timeout),
         progress="quiet" if quiet else ("plain" if plain else "auto"),
         include=include,
         exclude=exclude,

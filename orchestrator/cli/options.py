@@ -61,3 +61,13 @@ class Seconds(click.ParamType):
 
 
 SECONDS = Seconds()
+
+CAPACITY_TIMEOUT_HELP = (
+    "How long ready shots may wait for nodes from the cluster's autoscaler (a cluster that "
+    "scales from zero) before the run fails (exit 1).")
+
+
+def capacity_timeout_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--capacity-timeout SECONDS`` (default 15 minutes)."""
+    return click.option("--capacity-timeout", type=SECONDS, default=900.0, show_default=True,
+                        metavar="SECONDS", help=CAPACITY_TIMEOUT_HELP)(fn)

@@ -32,7 +32,7 @@ from .common import (
     check_out,
     open_writable_store,
 )
-from .options import SECONDS, resolve_locations, resolve_s3_endpoint
+from .options import SECONDS, capacity_timeout_option, resolve_locations, resolve_s3_endpoint
 
 # -- validate ------------------------------------------------------------------------------
 
@@ -236,6 +236,7 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--task-timeout", type=SECONDS, metavar="SECONDS",
               help="Kill and replace an actor whose render runs longer than this. Default: 20 "
                    "times the shot's estimate, and at least 15 minutes.")
+@capacity_timeout_option
 @click.option("--preview-first", is_flag=True,
               help="First render the opening segment and each branch's first segment of its own, "
               "so every choice's outcome can be previewed early.")
@@ -249,8 +250,8 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
 @_guard
 def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str | None,
            address: str | None, force: tuple[str, ...], retries: int, max_workers: int | None,
-           task_timeout: float | None, preview_first: bool, quiet: bool, plain: bool,
-           run_id: str | None, package_: bool) -> None:
+           task_timeout: float | None, capacity_timeout: float, preview_first: bool,
+           quiet: bool, plain: bool, run_id: str | None, package_: bool) -> None:
     """Render what is missing and assemble one master per branch.
 
     \b
@@ -278,7 +279,8 @@ def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str |
         address=address,
         force=frozenset(force),
         scheduler=SchedulerOptions(retries=retries, max_workers=max_workers,
-                                   task_timeout=task_timeout, preview_first=preview_first),
+                                   task_timeout=task_timeout, preview_first=preview_first,
+                                   capacity_timeout=capacity_timeout),
         progress="quiet" if quiet else ("plain" if plain else "auto"),
         run_id=run_id,
     )
@@ -307,7 +309,8 @@ def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str |
 def _print_summary(result) -> None:
     r = result.report
     t = r["totals"]
-    idle = t["rendered"] == 0 and t["failed"] == 0 and t["blocked"] == 0
+    idle = t["rendered"] == 0 and t["failed"] == 0 and t["blocked"] == 0 and (
+        t["cached"] == t["unique"])
     if idle and r["status"] != "interrupted":
         what = f"nothing to render: all {t['unique']} tasks cached"
     else:

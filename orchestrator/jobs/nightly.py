@@ -420,7 +420,7 @@ def _render_one(source: str, opts: NightlyOptions, names: dict[str, str]) -> Sto
         outcome.status = RENDERED if result.exit_code == 0 else FAILED
         outcome.problems = [f"{f['id']}: {f['error']}" for f in r["failures"]]
         if result.exit_code != 0 and not outcome.problems:
-            outcome.problems = [f"render {r['status']}"]
+            outcome.problems = list(r.get("errors") or []) or [f"render {r['status']}"]
         return outcome
     except Exception as e:  # noqa: BLE001 - one story's failure never stops the others
         outcome.status = FAILED

@@ -28,6 +28,7 @@ from . import policy
 from .assembly import Assembler
 from .masters import Masters
 from .pool import (
+    CapacityTimeout,
     Corrupt,
     Lost,
     Raised,
@@ -54,8 +55,8 @@ if TYPE_CHECKING:
     from ..plan.models import RenderPlan
     from .events import Listener
 
-__all__ = ["FAILED", "Interrupted", "Scheduler", "SchedulerOptions", "Unplaceable",
-           "WorkerStartError"]
+__all__ = ["FAILED", "CapacityTimeout", "Interrupted", "Scheduler", "SchedulerOptions",
+           "Unplaceable", "WorkerStartError"]
 
 GROW_EVERY_S = 2.0
 REPRIORITIZE_EVERY_S = 2.0
@@ -74,6 +75,8 @@ class SchedulerOptions:
     task_timeout: float | None = None  # None: each task's own RenderTask.time_limit
     preview_first: bool = False
     backoff_s: float = 0.5
+    # autoscale: how long ready work may wait for the autoscaler's nodes before the run fails
+    capacity_timeout: float = 900.0
 
 
 class Scheduler:
@@ -111,6 +114,10 @@ class Scheduler:
         self._last_grow = self._last_prio = 0.0
         self._starving_since: float | None = None
         self._last_starving_note = 0.0
+        # autoscale: what the run waits for from the autoscaler (for the display and the run
+        # record), and since when ready work has had no node at all
+        self.waiting_for: str | None = None
+        self._stuck_since: float | None = None
 
     # -- read-only view (events.RunView) ---------------------------------------------------
     @property
@@ -180,6 +187,7 @@ class Scheduler:
                 if now - self._last_grow > GROW_EVERY_S:
                     self._grow()
                     self._last_grow = now
+                    self._check_capacity(now)  # autoscale
                 if now - self._last_prio > REPRIORITIZE_EVERY_S:
                     self._reprioritize()
                     self._last_prio = now
@@ -213,6 +221,7 @@ class Scheduler:
             self.shutdown()
             raise
         self.shutdown()
+        self.waiting_for = None  # autoscale: the run finished; nothing is awaited
         if self.progress:
             self.progress.finish(self)
 
@@ -300,6 +309,34 @@ class Scheduler:
         work = Counter(self.pool.pool_of.get(tid) for tid, r in self.runs.items()
                        if r.status in (READY, RUNNING, PENDING))
         self.pool.grow(work)
+
+    def _check_capacity(self, now: float) -> None:
+        """autoscale: say what the run waits for from the autoscaler when that changes; fail
+        the run (:class:`CapacityTimeout`) when ready work has had no node to run on for
+        ``capacity_timeout`` seconds. Without an autoscaler, nothing (today's behaviour)."""
+        if self.pool.autoscaler is None:
+            return
+        notes, self.pool.notes = self.pool.notes, []  # a request the autoscaler refused
+        for line in notes:
+            self._note(line)
+        awaited = self.pool.waiting_for()
+        if awaited != self.waiting_for:
+            self.waiting_for = awaited
+            if awaited:
+                self._note(f"waiting for {awaited}")
+        waiting = {r.pool for tid, r in self._ready.items() if self.runs[tid].status == READY}
+        stuck = self.pool.stuck(waiting)
+        if not stuck:
+            self._stuck_since = None
+            return
+        if self._stuck_since is None:
+            self._stuck_since = now
+        elif now - self._stuck_since >= self.opts.capacity_timeout:
+            pools = ", ".join(p.label for p in stuck)
+            raise CapacityTimeout(
+                f"no node for renderer actors ({pools}) after waiting "
+                f"{self.opts.capacity_timeout:g}s for {awaited or 'nodes'} "
+                "(--capacity-timeout); check the autoscaler's node types, limits and quotas")
 
     def _came_up(self, w: Worker) -> None:
         try:

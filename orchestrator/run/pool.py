@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from actors.backends import Backend, Resources, get_backend
 
 from ..store.base import ActionRecord, CorruptBlob
+from . import capacity
 
 if TYPE_CHECKING:
     from ..plan.models import RenderTask
@@ -32,7 +33,12 @@ class WorkerStartError(Exception):
 
 
 class Unplaceable(Exception):
-    """Some tasks ask for resources that no node of the cluster has."""
+    """Some tasks ask for resources that no node of the cluster has (nor any node type its
+    autoscaler can launch)."""
+
+
+class CapacityTimeout(Exception):
+    """Ready work waited longer than ``--capacity-timeout`` for the autoscaler's nodes."""
 
 
 @dataclass
@@ -108,6 +114,11 @@ class WorkerPool:
         self.retired_switches = 0
         self._wid = itertools.count(1)
         self.notes: list[str] = []  # for the driver to show (a pool that stopped growing)
+        # -- autoscale: the cluster's autoscaler (capacity.py), read by check_placeable; None
+        # where there is none, and then nothing below changes today's behaviour.
+        self.autoscaler: capacity.Autoscaler | None = None
+        self.demand = capacity.Demand()  # the bundles asked of the autoscaler
+        self.awaited: list[dict[str, float]] = []  # asked for, and not on a live node yet
 
     # -- pools -----------------------------------------------------------------------------
     def pool_for(self, task: RenderTask) -> Pool:
@@ -130,20 +141,80 @@ class WorkerPool:
         if not todo:
             return
         nodes = self.nodes()
+        self.autoscaler = capacity.discover()  # autoscale
         problems = []
         for key in {self.pool_for(t).key for t in todo}:
             need = needs(self.pools[key].resources)
             if not any(all(n.get(k, 0.0) >= v for k, v in need.items()) for n in nodes):
+                if self._launchable(need):  # autoscale: a node type it can launch fits
+                    continue
                 shots = sorted({t.shot for t in todo if self.pool_of[t.id] == key})
                 offer = "; ".join(describe(n) for n in nodes) or "no live nodes"
                 problems.append(
                     f"no node can run {len(shots)} shot(s) ({', '.join(shots[:5])}"
                     f"{', ...' if len(shots) > 5 else ''}): they need {describe(need)}; "
-                    f"the cluster's nodes offer: {offer}"
+                    f"the cluster's nodes offer: {offer}{self._types_offer()}"
                 )
         if problems:
             raise Unplaceable("\n".join(problems))
 
+    # -- autoscale (capacity.py) -----------------------------------------------------------
+    def _launchable(self, need: dict[str, float]) -> bool:
+        """Whether the autoscaler could add a node for ``need`` (yes when its node types are
+        unknown: only the wait, bounded by --capacity-timeout, can tell)."""
+        a = self.autoscaler
+        if a is None:
+            return False
+        return a.node_types is None or bool(capacity.launchable_for(need, a.node_types))
+
+    def _types_offer(self) -> str:
+        a = self.autoscaler
+        if a is None or a.node_types is None:
+            return ""
+        types = "; ".join(t.text() for t in a.node_types) or "none"
+        return f"; nor does any node type the autoscaler can launch: {types}"
+
+    def _ask_autoscaler(self, work: dict[tuple, int]) -> None:
+        """Ask the autoscaler for one bundle per actor the work wants (capped by
+        ``max_workers``) once live nodes cannot hold them all; keep the request in step with
+        the work from then on, and withdraw it when no work is left."""
+        if self.autoscaler is None:
+            return
+        wants = [(needs(p.resources), work.get(p.key, 0)) for p in self.pools.values()
+                 if not p.closed]
+        wanted = capacity.bundles(wants, self.max_workers)
+        self.awaited = capacity.shortfall(wanted, self.nodes())
+        try:
+            if not wanted:
+                self.demand.withdraw()
+            elif self.awaited or self.demand.sent:
+                self.demand.request(wanted)
+        except Exception as err:  # noqa: BLE001 - asked again at the next grow; the wait is
+            # bounded by --capacity-timeout either way
+            note = f"could not ask the autoscaler for nodes: {one_line(err)}"
+            if note not in self.notes:
+                self.notes.append(note)
+
+    def waiting_for(self) -> str | None:
+        """``4 × {GPU: 1} from the autoscaler``, or ``None`` when nothing is awaited."""
+        if not self.awaited:
+            return None
+        return f"{capacity.awaited_text(self.awaited)} from the autoscaler"
+
+    def stuck(self, waiting: set) -> list[Pool]:
+        """Pools among ``waiting`` (pools with ready work) with no actor at all and no live
+        node that could hold one: only the autoscaler can get them going."""
+        have = {w.pool for w in self.workers.values()}
+        return [p for p in self.pools.values()
+                if p.key in waiting and p.key not in have and self.capacity(p) == 0]
+
+    def withdraw(self) -> None:
+        """Withdraw the request to the autoscaler, so the cluster can scale back down."""
+        with contextlib.suppress(Exception):  # Ray already gone: so is the request's owner
+            self.demand.withdraw()
+        self.awaited = []
+
+    # -- capacity ----------------------------------------------------------------------------
     def capacity(self, pool: Pool) -> int:
         need = needs(pool.resources)
         return sum(
@@ -174,6 +245,7 @@ class WorkerPool:
                 )
                 wid = next(self._wid)
                 self.workers[wid] = Worker(wid, pool.key, handle, handle.info.remote())
+        self._ask_autoscaler(work)  # autoscale
 
     # -- workers ---------------------------------------------------------------------------
     def starting(self) -> list[Worker]:
@@ -269,6 +341,7 @@ class WorkerPool:
             self.retired_switches += w.switches
             _kill(w.handle)
         self.workers.clear()
+        self.withdraw()  # autoscale
 
     def starving(self, waiting: set) -> list[Pool]:
         """The pools among ``waiting`` (pools with ready work) that have no ready actor."""

@@ -138,6 +138,9 @@ class Progress:
         masters = sum(1 for b in sched.branches if b.status == "done")
         head = Text(f"{sched.plan.story}  {self.summary(sched)}  masters {masters}/"
                     f"{len(sched.branches)}")
+        awaited = getattr(sched, "waiting_for", None)  # from the autoscaler (capacity.py)
+        if awaited:
+            return Group(head, Text(f"waiting for {awaited}"), table)
         return Group(head, table)
 
 

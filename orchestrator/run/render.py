@@ -33,7 +33,7 @@ from ..spec.storygraph import segment_graph
 from ..store import BlobMissing, CorruptBlob, Store, StoreError, open_store
 from ..store.outputs import open_output
 from . import report_html
-from .driver import FAILED, Interrupted, Scheduler, SchedulerOptions
+from .driver import FAILED, CapacityTimeout, Interrupted, Scheduler, SchedulerOptions
 from .events import Listeners
 from .live_record import MIN_INTERVAL_S, LiveRecord
 from .metrics import RunMetrics
@@ -367,6 +367,10 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
                 status = "failed"
                 errors.append(f"the store failed: {_one_line(err)}")
                 _quietly(sched.shutdown)
+            except CapacityTimeout as err:  # the autoscaler's nodes never came: exit 1
+                status = "failed"
+                errors.append(str(err))
+                _quietly(sched.shutdown)
             sig.defer()
             progress.stop()
             live.close()  # no live write after this: the final record comes next
@@ -634,6 +638,7 @@ def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status:
         "story": plan.story,
         "run_id": run_id,
         "status": status,
+        "waiting_for": sched.waiting_for,  # what the run waits for from the autoscaler
         "store": store.url,
         **who,
         "started": _utc(started),
