@@ -74,6 +74,8 @@ class NightlyOptions:
     suffixes: tuple[str, ...] = MANIFEST_SUFFIXES
     include: tuple[str, ...] = ()  # globs over paths under the prefix; empty: every file
     exclude: tuple[str, ...] = ()
+    # every story as one job (one lookup, one pool, shared shots once); False: one by one
+    combined: bool = True
 
 
 @dataclass
@@ -343,13 +345,19 @@ class _Planned(Output):
 def is_unchanged(story, store: Store, out: Output) -> bool:
     """True when rendering ``story`` would render nothing, assemble nothing and publish
     nothing that ``out`` does not already hold."""
-    from ..run.render import _publish_masters
-
     plan = plan_story(story, store)
     sched = Scheduler(plan, store, store_url=store.url)
     sched.masters.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
     sched.lookup()
     sched.lookup_masters()
+    return _unchanged(sched, store, out)
+
+
+def _unchanged(sched, store: Store, out: Output) -> bool:
+    """:func:`is_unchanged` of a looked-up run (a :class:`Scheduler`, or one story's
+    :class:`~orchestrator.run.combined.StoryView` of a combined one)."""
+    from ..run.render import _publish_masters
+
     if sched.needs_cluster():
         return False
     planned = _Planned()
@@ -362,59 +370,33 @@ def is_unchanged(story, store: Store, out: Output) -> bool:
     return all(_is_published(out, rel, ref) for rel, ref in planned.blobs)
 
 
-def _render_one(source: str, opts: NightlyOptions, names: dict[str, str]) -> StoryOutcome:
-    from ..plan.expand import PlanError
+def _load_story(source: str, opts: NightlyOptions, names: dict[str, str],
+                outcome: StoryOutcome):
+    """The manifest at ``source`` when it is a valid story whose name no earlier file took;
+    otherwise ``None``, with ``outcome`` saying why."""
+    m = _load(source, opts.s3_endpoint, outcome)
+    if m is None:
+        return None
+    name = m.story.metadata.name
+    outcome.story = name
+    if name in names:
+        outcome.status = INVALID
+        outcome.problems = [f"{source}: metadata.name: story {name!r} is also defined in "
+                            f"{names[name]}; story names must be unique under the prefix"]
+        return None
+    names[name] = source
+    outcome.out = _join(opts.out, name)
+    return m
 
+
+def _render_one(source: str, opts: NightlyOptions, names: dict[str, str]) -> StoryOutcome:
+    """One story on its own: load, check whether it changed, render it."""
     t0 = time.monotonic()
     outcome = StoryOutcome(source=source, status=FAILED)
     try:
-        m = _load(source, opts.s3_endpoint, outcome)
-        if m is None:
-            return outcome
-        name = m.story.metadata.name
-        outcome.story = name
-        if name in names:
-            outcome.status = INVALID
-            outcome.problems = [f"{source}: metadata.name: story {name!r} is also defined in "
-                                f"{names[name]}; story names must be unique under the prefix"]
-            return outcome
-        names[name] = source
-        out_url = _join(opts.out, name)
-        outcome.out = out_url
-        store = open_store(opts.store, s3_endpoint=opts.s3_endpoint)
-        out = open_output(out_url, s3_endpoint=opts.s3_endpoint)
-        try:
-            try:
-                unchanged = is_unchanged(m.story, store, out)
-            except PlanError as e:
-                outcome.status = INVALID
-                outcome.problems = [str(m.problem(path, msg)) for path, msg in e.problems]
-                return outcome
-            if unchanged:
-                plan = plan_story(m.story, store)
-                outcome.status = UNCHANGED
-                outcome.tasks = outcome.cached = len(plan.tasks)
-                outcome.masters = len(plan.branches)
-                return outcome
-        finally:
-            store.close()
-            close = getattr(out, "close", None)
-            if close is not None:
-                close()
-        result = render_story(m.story, RenderOptions(
-            store=opts.store, s3_endpoint=opts.s3_endpoint, out=out_url, address=opts.address,
-            scheduler=opts.scheduler, progress=opts.progress,
-        ))
-        r = result.report
-        t = r["totals"]
-        outcome.run_id = r["run_id"]
-        outcome.tasks, outcome.rendered, outcome.cached = t["unique"], t["rendered"], t["cached"]
-        outcome.failed, outcome.blocked = t["failed"], t["blocked"]
-        outcome.masters, outcome.masters_assembled = t["masters"], t["masters_assembled"]
-        outcome.status = RENDERED if result.exit_code == 0 else FAILED
-        outcome.problems = [f"{f['id']}: {f['error']}" for f in r["failures"]]
-        if result.exit_code != 0 and not outcome.problems:
-            outcome.problems = [f"render {r['status']}"]
+        m = _load_story(source, opts, names, outcome)
+        if m is not None:
+            _render_alone(m, opts, outcome)
         return outcome
     except Exception as e:  # noqa: BLE001 - one story's failure never stops the others
         outcome.status = FAILED
@@ -422,6 +404,142 @@ def _render_one(source: str, opts: NightlyOptions, names: dict[str, str]) -> Sto
         return outcome
     finally:
         outcome.seconds = round(time.monotonic() - t0, 3)
+
+
+def _render_alone(m, opts: NightlyOptions, outcome: StoryOutcome) -> None:
+    from ..plan.expand import PlanError
+
+    assert outcome.out is not None
+    store = open_store(opts.store, s3_endpoint=opts.s3_endpoint)
+    out = open_output(outcome.out, s3_endpoint=opts.s3_endpoint)
+    try:
+        try:
+            unchanged = is_unchanged(m.story, store, out)
+        except PlanError as e:
+            outcome.status = INVALID
+            outcome.problems = [str(m.problem(path, msg)) for path, msg in e.problems]
+            return
+        if unchanged:
+            plan = plan_story(m.story, store)
+            outcome.status = UNCHANGED
+            outcome.tasks = outcome.cached = len(plan.tasks)
+            outcome.masters = len(plan.branches)
+            return
+    finally:
+        store.close()
+        _close(out)
+    result = render_story(m.story, RenderOptions(
+        store=opts.store, s3_endpoint=opts.s3_endpoint, out=outcome.out, address=opts.address,
+        scheduler=opts.scheduler, progress=opts.progress,
+    ))
+    _rendered(outcome, result)
+
+
+def _rendered(outcome: StoryOutcome, result) -> None:
+    """``outcome`` from a story's render result."""
+    r = result.report
+    t = r["totals"]
+    outcome.run_id = r["run_id"]
+    outcome.tasks, outcome.rendered, outcome.cached = t["unique"], t["rendered"], t["cached"]
+    outcome.failed, outcome.blocked = t["failed"], t["blocked"]
+    outcome.masters, outcome.masters_assembled = t["masters"], t["masters_assembled"]
+    outcome.status = RENDERED if result.exit_code == 0 else FAILED
+    outcome.problems = [f"{f['id']}: {f['error']}" for f in r["failures"]]
+    outcome.problems += [e for e in r.get("errors", []) if e not in outcome.problems]
+    if result.exit_code != 0 and not outcome.problems:
+        outcome.problems = [f"render {r['status']}"]
+
+
+def _close(out: Any) -> None:
+    close = getattr(out, "close", None)
+    if close is not None:
+        close()
+
+
+# -- every story as one job --------------------------------------------------------------------
+
+
+def _render_combined(sources: list[str], opts: NightlyOptions, names: dict[str, str],
+                     on_story) -> list[StoryOutcome]:
+    """Every story under the prefix as one job (:mod:`orchestrator.run.combined`): all valid
+    stories are planned and looked up together; unchanged ones are left alone; the others
+    render on one pool, shots they share rendered once, and each is finished on its own.
+
+    Should the joined run fail as a whole (not a shot, not a story: say the cluster), each
+    story it was rendering is rendered on its own, as a night without joining would."""
+    from ..plan.expand import PlanError
+    from ..run.combined import CombinedRender
+    from ..run.progress import Progress
+
+    outcomes: list[StoryOutcome] = []
+    stories: dict[str, tuple[StoryOutcome, Any]] = {}  # name -> (outcome, manifest)
+    plans = []
+    t0 = time.monotonic()
+    store = open_store(opts.store, s3_endpoint=opts.s3_endpoint)
+    outs: dict[str, Output] = {}
+
+    def told(outcome: StoryOutcome) -> None:
+        outcome.seconds = round(time.monotonic() - t0, 3)
+        if on_story is not None:
+            on_story(outcome)
+
+    try:
+        for source in sources:
+            outcome = StoryOutcome(source=source, status=FAILED)
+            outcomes.append(outcome)
+            try:
+                m = _load_story(source, opts, names, outcome)
+                if m is not None:
+                    plans.append(plan_story(m.story, store))
+                    stories[m.story.metadata.name] = (outcome, m)
+                    continue
+            except PlanError as e:
+                outcome.status = INVALID
+                outcome.problems = [str(m.problem(path, msg)) for path, msg in e.problems]
+            except Exception as e:  # noqa: BLE001 - one story's failure never stops the others
+                outcome.status, outcome.problems = FAILED, outcome.problems or [_one_line(e)]
+            told(outcome)
+        if not plans:
+            return outcomes
+        for name, (outcome, _) in stories.items():
+            outs[name] = open_output(outcome.out, s3_endpoint=opts.s3_endpoint)
+        job = CombinedRender(plans, store, outs, s3_endpoint=opts.s3_endpoint,
+                             options=opts.scheduler, progress=Progress(opts.progress))
+        job.lookup()
+        changed = []
+        for plan in plans:
+            outcome = stories[plan.story][0]
+            if _unchanged(job.view(plan.story), store, outs[plan.story]):
+                outcome.status = UNCHANGED
+                outcome.tasks = outcome.cached = len(plan.tasks)
+                outcome.masters = len(plan.branches)
+                told(outcome)
+            else:
+                changed.append(plan.story)
+        if not changed:
+            return outcomes
+        try:
+            results = job.render(changed, {s: new_run_id() for s in changed},
+                                 address=opts.address)
+        except Exception as e:  # noqa: BLE001 - the stories are then rendered one by one
+            why = _one_line(e)
+            for name in changed:
+                outcome, m = stories[name]
+                try:
+                    _render_alone(m, opts, outcome)
+                except Exception as e2:  # noqa: BLE001
+                    outcome.status, outcome.problems = FAILED, [why, _one_line(e2)]
+                told(outcome)
+            return outcomes
+        for name in changed:
+            outcome = stories[name][0]
+            _rendered(outcome, results[name])
+            told(outcome)
+        return outcomes
+    finally:
+        store.close()
+        for out in outs.values():
+            _close(out)
 
 
 def _one_line(e: Exception) -> str:
@@ -554,12 +672,15 @@ def run_nightly(prefix: str, opts: NightlyOptions, *, on_story=None) -> NightlyR
     sources = _sources(prefix, opts)
     open_store(opts.store, s3_endpoint=opts.s3_endpoint).close()  # a bad store URL fails here
     names: dict[str, str] = {}
-    outcomes = []
-    for source in sources:
-        outcome = _render_one(source, opts, names)
-        outcomes.append(outcome)
-        if on_story is not None:
-            on_story(outcome)
+    if opts.combined:
+        outcomes = _render_combined(sources, opts, names, on_story)
+    else:
+        outcomes = []
+        for source in sources:
+            outcome = _render_one(source, opts, names)
+            outcomes.append(outcome)
+            if on_story is not None:
+                on_story(outcome)
     summary_rel = f"nightly-{run_id}.json"
     result = NightlyResult(run_id=run_id, prefix=prefix, out=opts.out, stories=outcomes,
                            summary=_join(opts.out, summary_rel),
