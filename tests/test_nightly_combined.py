@@ -226,3 +226,50 @@ def test_a_no_op_night_over_s3_makes_few_requests(ray_cluster, s3_url, s3_client
     one_by_one = count_s3() - before
     assert {s.status for s in alone.stories} == {"unchanged"}
     assert requests < one_by_one, (requests, one_by_one)
+
+
+def test_a_story_no_node_can_run_fails_alone(ray_cluster, tmp_path):
+    counts = tmp_path / "renders"
+    counts.mkdir()
+    use(CountingBackend("count-b200", str(counts)))
+    alpha = two_endings("alpha", "count-b200", own="alpha's end")
+    alpha["spec"]["segments"][1]["shots"].append(
+        shot("huge", "a shot for a card this cluster lacks",
+             renderer={"resources": {"accelerator_type:B200": 1}}))
+    opts, stories = _night(tmp_path, [alpha, two_endings("bravo", "count-b200",
+                                                         own="bravo's end")])
+    result = run_nightly(str(stories), opts)
+    assert result.exit_code == 1
+    by = {s.story: s for s in result.stories}
+    assert by["alpha"].status == "failed"
+    assert any("huge" in p and "accelerator_type:B200" in p for p in by["alpha"].problems)
+    assert (by["bravo"].status, by["bravo"].masters) == ("rendered", 2)
+    # the shots alpha shares with bravo render (alpha's tasks, being first), the rest fail
+    assert by["bravo"].rendered == 1 and by["alpha"].rendered == 4
+    _check_outputs(Path(opts.out), "bravo")
+    alpha_report = json.loads((Path(opts.out) / "alpha" / "report.json").read_text())
+    assert alpha_report["status"] == "failed"
+    assert any("accelerator_type:B200" in e for e in alpha_report["errors"])
+    assert {t["id"]: t["status"] for t in alpha_report["tasks"]} == {
+        "alpha-1": "rendered", "alpha-2": "rendered", "alpha-3": "rendered",
+        "alpha-out": "rendered", "alpha-end": "failed", "huge": "failed"}
+    assert len(renders(counts)) == 5
+
+
+def test_a_story_whose_renderers_cannot_start_fails_alone(ray_cluster, tmp_path):
+    from backends_for_tests import NoRendererBackend
+
+    counts = tmp_path / "renders"
+    counts.mkdir()
+    use(CountingBackend("count-ok", str(counts)))
+    use(NoRendererBackend("no-device"))
+    bad = two_endings("alpha", "no-device", own="alpha's end")
+    opts, stories = _night(tmp_path, [bad, two_endings("bravo", "count-ok", own="bravo's end")])
+    result = run_nightly(str(stories), opts)
+    assert result.exit_code == 1
+    by = {s.story: s for s in result.stories}
+    assert by["alpha"].status == "failed"
+    assert any("found no device" in p for p in by["alpha"].problems)
+    assert (by["bravo"].status, by["bravo"].masters) == ("rendered", 2)
+    _check_outputs(Path(opts.out), "bravo")
+    assert set(renders(counts).values()) == {1}

@@ -258,19 +258,22 @@ class CombinedRender:
         return results
 
     def _fail_unplaceable(self, stories: Sequence[str], errors: dict[str, list[str]]) -> None:
-        """A story whose shots no node can run fails here (its tasks, and any other story's
-        tasks with the same keys); the other stories still render."""
-        runs = self.sched.runs
+        """A story with shots no node can run fails here, as ``render`` refuses it: its tasks
+        fail, except those it shares with stories that can run (which render for them)."""
+        runs, ids = self.sched.runs, self.combined.ids
+        bad: dict[str, str] = {}
         for s in stories:
-            todo = {j for j in self.combined.ids[s].values() if runs[j].status not in TERMINAL}
+            todo = sorted(j for j in set(ids[s].values()) if runs[j].status not in TERMINAL)
             try:
-                self.sched.pool.check_placeable(runs[j].task for j in sorted(todo))
+                self.sched.pool.check_placeable(runs[j].task for j in todo)
             except Unplaceable as err:
-                why = one_line(err)
-                errors[s].append(why)
-                for j in sorted(todo):
-                    if runs[j].status not in TERMINAL:
-                        self.sched.state.fail(runs[j], why)
+                bad[s] = "; ".join(ln.strip() for ln in str(err).splitlines() if ln.strip())
+        needed = {j for s in stories if s not in bad for j in ids[s].values()}
+        for s, why in bad.items():
+            errors[s].append(why)
+            for j in sorted(set(ids[s].values()) - needed):
+                if runs[j].status not in TERMINAL:
+                    self.sched.state.fail(runs[j], why)
 
     def _finish(self, story: str, run_id: str, started: datetime, t0: float, status: str,
                 errors: list[str]) -> RenderResult:
