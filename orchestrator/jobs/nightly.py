@@ -1,19 +1,25 @@
 """``reelfarm nightly``: render every story under a prefix, incrementally.
 
-For each manifest under ``PREFIX`` (an ``s3://`` prefix or a local directory, searched
+Every manifest under ``PREFIX`` (an ``s3://`` prefix or a local directory, searched
 recursively for ``.yaml``, ``.yml`` and ``.json`` files), in name order:
 
 1. a file that is not a ``reelfarm/v1`` Story (no ``apiVersion: reelfarm/v1`` with
    ``kind: Story``: a draft, a JSON Schema, any other YAML) is ``skipped`` and listed; a file
    that claims to be one is loaded and validated, and an invalid one is reported (``invalid``,
    which fails the night) while the run goes on;
-2. plan it against the store and look every render key and master up (batched requests);
-3. when every clip and every master is cached and ``<out>/<story>/`` already holds exactly the
-   masters and ``branches.json`` this plan publishes, the story is ``unchanged``: nothing is
-   rendered, nothing is written, not even a run record;
-4. otherwise render it with :func:`~orchestrator.render.render_story` into ``<out>/<story>/``:
-   only the tasks whose keys are new render, only the branches containing them are assembled,
-   and only masters whose bytes changed are published.
+2. every valid story is planned, and all of them joined into one job
+   (:mod:`orchestrator.run.combined`): every render key and master of the night is looked up
+   at once (batched requests, one listing for all stories);
+3. when every clip and every master of a story is cached and ``<out>/<story>/`` already holds
+   exactly the masters and ``branches.json`` its plan publishes, the story is ``unchanged``:
+   nothing is rendered, nothing is written, not even a run record;
+4. the other stories render together, on one pool of warm renderer actors: only the tasks
+   whose keys are new render, a key shared by several stories once; only the branches
+   containing them are assembled; and each story is finished into ``<out>/<story>/`` as
+   :func:`~orchestrator.run.render.render_story` finishes one (masters whose bytes changed,
+   ``branches.json``, ``report.json``, its run record).
+
+``NightlyOptions(combined=False)`` renders the stories one after the other instead.
 
 One story's failure (invalid manifest, failed shots, a store or cluster error) never stops the
 others. The summary (``nightly-<run id>.json`` under ``<out>``) lists every story with its
