@@ -271,5 +271,5 @@ def test_a_story_whose_renderers_cannot_start_fails_alone(ray_cluster, tmp_path)
     assert by["alpha"].status == "failed"
     assert any("found no device" in p for p in by["alpha"].problems)
     assert (by["bravo"].status, by["bravo"].masters) == ("rendered", 2)
-    _check_outputs(Path(opts.out), "bravo")
-    assert set(renders(counts).values()) == {1}
+    report = _check_outputs(Path(opts.out), "bravo")
+    assert report["status"] == "succeeded" and report["totals"]["masters"] == 2

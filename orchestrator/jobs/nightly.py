@@ -507,15 +507,35 @@ def _render_combined(sources: list[str], opts: NightlyOptions, names: dict[str, 
             told(outcome)
         if not plans:
             return outcomes
-        for name, (outcome, _) in stories.items():
-            outs[name] = open_output(outcome.out, s3_endpoint=opts.s3_endpoint)
-        job = CombinedRender(plans, store, outs, s3_endpoint=opts.s3_endpoint,
-                             options=opts.scheduler, progress=Progress(opts.progress))
-        job.lookup()
+
+        def alone(names: list[str], why: str) -> list[StoryOutcome]:
+            for name in names:
+                outcome, m = stories[name]
+                try:
+                    _render_alone(m, opts, outcome)
+                except Exception as e:  # noqa: BLE001 - one story's failure stops no other
+                    outcome.status, outcome.problems = FAILED, [why, _one_line(e)]
+                told(outcome)
+            return outcomes
+
+        try:
+            for name, (outcome, _) in stories.items():
+                outs[name] = open_output(outcome.out, s3_endpoint=opts.s3_endpoint)
+            job = CombinedRender(plans, store, outs, s3_endpoint=opts.s3_endpoint,
+                                 options=opts.scheduler, progress=Progress(opts.progress))
+            job.lookup()
+        except Exception as e:  # noqa: BLE001 - then each story on its own says what fails
+            return alone(list(stories), _one_line(e))
         changed = []
         for plan in plans:
             outcome = stories[plan.story][0]
-            if _unchanged(job.view(plan.story), store, outs[plan.story]):
+            try:
+                unchanged = _unchanged(job.view(plan.story), store, outs[plan.story])
+            except Exception as e:  # noqa: BLE001 - its output cannot be read: it fails alone
+                outcome.status, outcome.problems = FAILED, [_one_line(e)]
+                told(outcome)
+                continue
+            if unchanged:
                 outcome.status = UNCHANGED
                 outcome.tasks = outcome.cached = len(plan.tasks)
                 outcome.masters = len(plan.branches)
@@ -528,15 +548,9 @@ def _render_combined(sources: list[str], opts: NightlyOptions, names: dict[str, 
             results = job.render(changed, {s: new_run_id() for s in changed},
                                  address=opts.address)
         except Exception as e:  # noqa: BLE001 - the stories are then rendered one by one
-            why = _one_line(e)
-            for name in changed:
-                outcome, m = stories[name]
-                try:
-                    _render_alone(m, opts, outcome)
-                except Exception as e2:  # noqa: BLE001
-                    outcome.status, outcome.problems = FAILED, [why, _one_line(e2)]
-                told(outcome)
-            return outcomes
+            why = f"the night's joined run failed: {_one_line(e)}"
+            job.progress.note(f"{why}; rendering each of its stories on its own")
+            return alone(changed, why)
         for name in changed:
             outcome = stories[name][0]
             _rendered(outcome, results[name])
