@@ -273,3 +273,37 @@ def test_a_story_whose_renderers_cannot_start_fails_alone(ray_cluster, tmp_path)
     assert (by["bravo"].status, by["bravo"].masters) == ("rendered", 2)
     report = _check_outputs(Path(opts.out), "bravo")
     assert report["status"] == "succeeded" and report["totals"]["masters"] == 2
+
+
+def test_ctrl_c_finalises_every_story_s_record(ray_cluster, tmp_path):
+    import signal
+
+    from backends_for_tests import SleepBackend
+    from cachetools import cli_process, fork_story, local_records, plan_json, wait_for
+
+    use(SleepBackend("sleep"))  # the CLI process registers the same backend
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    keys: set[str] = set()
+    store = tmp_path / "store"
+    for name, extra in (("alpha", 4), ("bravo", 5)):
+        path = write_story(stories / f"{name}.yaml",
+                           fork_story(name, backend="sleep", b_prompt=f"{name}'s door",
+                                      extra_a=extra))
+        keys |= {t["key"] for t in plan_json(str(path), str(store))["task_list"]}
+    p = cli_process(["nightly", str(stories), "--store", str(store), "--out",
+                     str(tmp_path / "out"), "--plain", "--max-workers", "2"],
+                    address=ray_cluster.address, per_frame_s=0.4, log=tmp_path / "night.log")
+    wait_for(lambda: len(local_records(store, keys)) >= 3, 240, "three finished shots")
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=60) == 1, (tmp_path / "night.log").read_text()
+    for name in ("alpha", "bravo"):
+        runs = [json.loads(r.read_text()) for r in (store / "runs" / name).glob("*.json")]
+        assert [r["status"] for r in runs] == ["interrupted"]
+        report = json.loads((tmp_path / "out" / name / "report.json").read_text())
+        assert report["status"] == "interrupted" and report["run_id"] == runs[0]["run_id"]
+    (summary,) = (tmp_path / "out").glob("nightly-*.json")
+    doc = json.loads(summary.read_text())
+    assert [(s["story"], s["status"]) for s in doc["stories"]] == [
+        ("alpha", "failed"), ("bravo", "failed")]
+    assert all(s["problems"] == ["render interrupted"] for s in doc["stories"])
