@@ -16,7 +16,7 @@ from fixtures_s3 import Requests
 from storybuild import shot, story, story_dict, write_story
 
 from actors.media import probe
-from orchestrator.jobs.nightly import NightlyOptions, run_nightly
+from orchestrator.jobs.nightly import NightlyOptions, dry_run, run_nightly
 from orchestrator.plan.expand import expand
 from orchestrator.run.combined import combine
 from orchestrator.run.driver import SchedulerOptions
@@ -220,6 +220,12 @@ def test_a_no_op_night_over_s3_makes_few_requests(ray_cluster, s3_url, s3_client
     # story at once, and a few requests per story (its manifest, its latest run record, its
     # published outputs) and per master
     assert requests < n * shots, requests
+
+    # the dry run looks the night's keys up the same way: every task cached
+    before = count_s3()
+    plan = dry_run(f"{base}/stories", opts).document()["totals"]
+    assert (plan["tasks"], plan["cached"], plan["to_render"]) == (n * shots, n * shots, 0)
+    assert count_s3() - before < n * shots
 
     before = count_s3()
     alone = run_nightly(f"{base}/stories", replace(opts, combined=False))

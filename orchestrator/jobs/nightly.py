@@ -645,6 +645,7 @@ def dry_run(prefix: str, opts: NightlyOptions) -> NightlyPlan:
     store = _existing_store(opts.store, opts.s3_endpoint)
     names: dict[str, str] = {}
     planned: list[PlannedStory] = []
+    plans: list[tuple[PlannedStory, Any]] = []
     try:
         for source in sources:
             outcome = StoryOutcome(source=source, status=FAILED)
@@ -666,11 +667,16 @@ def dry_run(prefix: str, opts: NightlyOptions) -> NightlyPlan:
                 p.status = INVALID
                 p.problems = [str(m.problem(path, msg)) for path, msg in e.problems]
                 continue
-            cached = 0
-            if store is not None:
-                sched = Scheduler(plan, store, store_url=store.url)
-                sched.lookup()
-                cached = sum(1 for r in sched.runs.values() if r.status == "cached")
+            plans.append((p, plan))
+        # every key of the night in one lookup, as the night itself looks them up
+        found: dict[str, Any] = {}
+        if store is not None and plans:
+            from ..store.lookup import lookup
+
+            found = lookup(store, [plan.story for _, plan in plans],
+                           sorted({t.key for _, plan in plans for t in plan.tasks}))
+        for p, plan in plans:
+            cached = sum(1 for t in plan.tasks if not isinstance(found.get(t.key, ""), str))
             p.tasks, p.cached, p.to_render = len(plan.tasks), cached, len(plan.tasks) - cached
             p.masters = len(plan.branches)
             p.status = "to_render" if p.to_render else "cached"

@@ -21,7 +21,8 @@ NEW_KEY = "new key"
 BLOBS_MISSING = "record's blobs missing"
 
 
-def lookup(store: Store, story: str, keys: Sequence[str]) -> dict[str, ActionRecord | str]:
+def lookup(store: Store, story: str | Sequence[str], keys: Sequence[str]
+           ) -> dict[str, ActionRecord | str]:
     """For each key: its action record when the record and all its blobs are in the store,
     otherwise why not (:data:`NEW_KEY` or :data:`BLOBS_MISSING`)."""
     return lookup_with_copies(store, story, keys)[0]
