@@ -97,6 +97,7 @@ class ShotRenderer:
             seconds=round(time.perf_counter() - started, 4),
             load_seconds=round(renderer.last_load_seconds(), 4),
             node=self.node,
+            inputs=task.inputs,
         )
         self.store.put_action(record)  # last: a record always points at blobs that exist
         return record

@@ -48,6 +48,7 @@ class RayHead:
     env: dict[str, str] = field(repr=False)  # a client's environment: address and token
     gcs_address: str = ""  # HOST:PORT, what `ray.init` and `reelfarm render` join
     gate_dir: Path | None = None  # the `gate` test backend's directory (backends_for_tests)
+    metrics_port: int = 0  # the head's Prometheus endpoint: http://127.0.0.1:PORT/metrics
 
     def client_env(self, **changes: str | None) -> dict[str, str]:
         """The client environment with some variables changed (``None`` removes one)."""
@@ -181,7 +182,8 @@ def ray_head():
                        "PATH": env["PATH"], "PYTHONPATH": pythonpath,
                        "REELFARM_TEST_GATE_DIR": str(gate_dir)})
         yield RayHead(address=url, token=token, temp_dir=temp_dir, pgid=pgid, env=client,
-                      gcs_address=f"127.0.0.1:{ports['--port']}", gate_dir=gate_dir)
+                      gcs_address=f"127.0.0.1:{ports['--port']}", gate_dir=gate_dir,
+                      metrics_port=ports["--metrics-export-port"])
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -116,7 +116,12 @@ def test_one_prompt_change_renders_exactly_its_tasks(baseline, tmp_path, edited,
     assert code == 0
     plan = json.loads(stdout)
     to_render = {t["id"]: t["reason"] for t in plan["task_list"] if t["status"] == "to_render"}
-    assert to_render == {t: "new key" for t in tasks}
+    assert set(to_render) == tasks
+    # the edited shot names its prompt; the shots conditioned on it, their upstream
+    upstream = {t["id"]: t["upstream"] for t in plan["task_list"]}
+    assert to_render.pop(edited) == (
+        f'prompt: "prompt of {edited}" → "a new take on {edited}, in the rain"')
+    assert to_render == {t: f"upstream {upstream[t].split('~')[0]} changed" for t in to_render}
     assert plan["tasks"]["to_render"] == len(tasks)
     assert plan["tasks"]["cached"] == len(ALL_TASKS) - len(tasks)
 
@@ -150,7 +155,9 @@ def test_force_and_a_new_key_give_their_reasons(baseline, tmp_path):
     assert code == 0
     reasons = {t["id"]: t["reason"] for t in json.loads(stdout)["task_list"]
                if t["status"] == "to_render"}
-    assert reasons == {"c1": "forced", "b2": "new key", "d1~1": "new key", "d2~1": "new key"}
+    assert reasons.pop("b2").endswith(' → "b2 from another angle"')
+    assert reasons == {"c1": "forced", "d1~1": "upstream b2 changed",
+                       "d2~1": "upstream d1 changed"}
 
 
 # -- nightly over local directories ------------------------------------------------------------

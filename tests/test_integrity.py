@@ -91,7 +91,7 @@ def test_verify_repair_deletes_corrupt_blob_and_its_records(ray_cluster, tmp_pat
     assert not (Path(store) / action_path(lamp["key"])).exists()
     plan = plan_json(story, store)
     assert [(t["id"], t["reason"]) for t in plan["task_list"] if t["status"] == "to_render"] == [
-        ("lamp", "new key")]
+        ("lamp", "record missing (repaired)")]
     code, stdout, _ = run_cli("cache", "verify", "--store", store)
     assert code == 0 and "ok: nothing corrupt" in stdout
 
@@ -127,7 +127,7 @@ def test_salt_disowns_every_record(ray_cluster, request, tmp_path: Path, kind: s
     after = plan_json(story, store)
     assert after["tasks"]["cached"] == 0
     assert after["tasks"]["to_render"] == after["tasks"]["unique"] == 5
-    assert {t["reason"] for t in after["task_list"]} == {"new key"}
+    assert {t["reason"] for t in after["task_list"]} == {"salt changed"}
     assert not {t["key"] for t in after["task_list"]} & {t["key"] for t in before["task_list"]}
 
 

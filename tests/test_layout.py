@@ -1,6 +1,6 @@
 """The package layout: no import circles in ``orchestrator/`` and ``actors/``, and imports point
-only down the stages (cli → jobs → delivery → run → plan → actors → store → importers →
-spec).
+only down the stages (cli → jobs → monitor → delivery → run → plan → actors → store →
+importers → spec).
 
 Read from the source with :mod:`ast`, not by importing: every ``import``/``from … import``
 counts, at module level or inside a function, with relative imports resolved; only imports
@@ -29,6 +29,7 @@ LAYERS = [
     "orchestrator.plan",
     "orchestrator.run",
     "orchestrator.delivery",
+    "orchestrator.monitor",
     "orchestrator.jobs",
     "orchestrator.cli",
 ]

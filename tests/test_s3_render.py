@@ -229,6 +229,11 @@ def test_render_from_s3_to_s3(ray_cluster, bucket, s3_client, tmp_path):
         local = tmp_path / Path(b["master"]["path"]).name
         local.write_bytes(data)
         assert probe(local).frames == b["master"]["frames"] == 4 * len(b["shots"])
+    # report.html beside report.json, with a thumbnail per shot beside it
+    page = get_bytes(s3_client, f"{out}/report.html").decode()
+    for t in report["tasks"]:
+        assert f'src="thumbs/{t["key"]}.jpg"' in page
+        assert get_bytes(s3_client, f"{out}/thumbs/{t['key']}.jpg")[:2] == b"\xff\xd8"  # JPEG
     # the run record is in the store, and a second render publishes nothing new
     runs = list_objects(f"{store}/runs/x", suffixes=(".json",))
     assert runs == [f"{store}/runs/x/{report['run_id']}.json"]
@@ -285,10 +290,15 @@ def test_nightly_renders_only_what_changed(ray_cluster, bucket, s3_client):
     name, prefix = parse_s3_url(bucket)
     assert not [k for k in written if "/out/alpha/" in k or "/out/charlie/" in k
                 or "/runs/alpha/" in k or "/runs/charlie/" in k]
+    bravo = get_json(s3_client, f"{bucket}/out/bravo/report.json")
+    thumbs = {f"{prefix}out/bravo/thumbs/{t['key']}.jpg" for t in bravo["tasks"]
+              if t["status"] == "rendered"}
+    assert len(thumbs) == 3
     assert {k for k in written if "/out/" in k} == {
         f"{prefix}out/bravo/branches.json", f"{prefix}out/bravo/report.json",
+        f"{prefix}out/bravo/report.html",
         f"{prefix}out/bravo/masters/left.mp4", f"{prefix}out/bravo/masters/right.mp4",
-        f"{prefix}out/nightly-{second['run_id']}.json"}
+        f"{prefix}out/nightly-{second['run_id']}.json"} | thumbs
 
     # a third run with nothing changed uploads nothing but its own summary
     before = versions(s3_client, bucket)

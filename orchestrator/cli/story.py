@@ -98,6 +98,8 @@ def plan(file: str, store_url: str | None, s3_endpoint: str | None, force: tuple
     """
     from ..plan.expand import expand
     from ..run.driver import Scheduler
+    from ..run.why import explain
+    from ..store.lookup import NEW_KEY
 
     store_url, s3_endpoint = resolve_locations(store_url, s3_endpoint, file)
     m = _load(file, s3_endpoint)
@@ -122,7 +124,8 @@ def plan(file: str, store_url: str | None, s3_endpoint: str | None, force: tuple
     else:
         for run in sched.runs.values():
             forced = run.task.shot in force or run.task.id in force
-            run.reason = "forced" if forced else "new key"  # no store: no key is known
+            run.reason = "forced" if forced else NEW_KEY  # no store: nothing was rendered
+    explain(p, sched.runs, store, story_seed=m.story.spec.seed, force=set(force))
     doc = plan_document(sched)
     if as_json:
         click.echo(dumps(doc), nl=False)
@@ -199,7 +202,7 @@ def _print_plan(sched, doc: dict[str, Any]) -> None:
         status = "[green]cached[/green]" if r.status == "cached" else "[yellow]render[/yellow]"
         tt.add_row(text(task.id), text(task.segment), str(task.frames),
                    text(task.upstream or "-"), task.key[:12], status,
-                   "" if r.status == "cached" else text(r.reason))
+                   "" if r.reason == "cached" else text(r.reason))
     console.print(tt)
 
 

@@ -341,6 +341,12 @@ class _Planned(Output):
     def holds(self, rel: str, sha256: str) -> bool:
         return False
 
+    def put_bytes(self, rel: str, data: bytes, content_type: str) -> None:  # pragma: no cover
+        raise AssertionError("a planned output publishes nothing")
+
+    def list_files(self, prefix: str) -> list[str]:
+        return []
+
     def list_masters(self) -> list[str]:
         return []  # nothing is published here, so nothing is removed
 

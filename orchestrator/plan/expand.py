@@ -25,7 +25,7 @@ from actors.backends import UnknownBackend, get_backend
 
 from ..spec.manifest import Profile, RendererSpec, Segment, Story
 from ..spec.storygraph import predecessors, topological_order
-from .keys import derive_seed, render_key
+from .keys import derive_seed, digest, render_key_document
 from .models import Branch, RenderPlan, RenderTask
 
 DEFAULT_MAX_BRANCHES = 256
@@ -330,21 +330,29 @@ def _make_task(
         encoder_build=prof_key["encode"].get("encoder_build"),
         note=note,
     )
-    key = render_key(
+    return draft.model_copy(update={"key": digest(key_inputs(draft, salt, prof_key))})
+
+
+def key_inputs(task: RenderTask, salt: str, prof_key: dict[str, Any]) -> dict[str, Any]:
+    """The document a task's render key is the hash of (:func:`.keys.render_key_document`):
+    ``digest(key_inputs(task, plan.salt, profile_key(plan.profile, plan.encoder)))`` is
+    ``task.key``. Kept with the task's action record (``inputs``), so that a later plan can
+    say what changed (:mod:`.why`)."""
+    backend = get_backend(task.renderer.backend or "previz")
+    return render_key_document(
         salt=salt,
         backend=backend.name,
         backend_version=backend.version,
-        model=renderer.model,
-        revision=renderer.revision,
-        params=backend.key_params(draft),
-        prompt=draft.prompt,
-        negative_prompt=draft.negative_prompt,
-        seed=seed,
-        frames=frames,
+        model=task.renderer.model,
+        revision=task.renderer.revision,
+        params=backend.key_params(task),
+        prompt=task.prompt,
+        negative_prompt=task.negative_prompt,
+        seed=task.seed,
+        frames=task.frames,
         profile=prof_key,
-        upstream=draft.upstream_key,
+        upstream=task.upstream_key,
     )
-    return draft.model_copy(update={"key": key})
 
 
 def _branches(

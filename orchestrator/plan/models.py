@@ -10,6 +10,7 @@ A plan is never edited; :func:`orchestrator.expand.expand` makes it. It holds
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +46,9 @@ class RenderTask(_Frozen):
         None, description="the ffmpeg and x264 build the key names; a renderer refuses another"
     )
     note: str | None = Field(None, description="what plan should say about this task's key")
+    inputs: dict[str, Any] | None = Field(
+        None, description="the document its key is the hash of (plan.expand.key_inputs), "
+        "attached to a task that renders so that its action record keeps it")
 
     @property
     def backend(self) -> str:

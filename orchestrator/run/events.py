@@ -49,3 +49,45 @@ class Listener(Protocol):
     def tick(self, run: RunView) -> None: ...
 
     def finish(self, run: RunView) -> None: ...
+
+
+class Listeners:
+    """Several listeners as one: each event goes to each, in order (a display, metrics ...).
+    ``stop`` (the live display's) is passed to those that have it."""
+
+    def __init__(self, *listeners: Listener) -> None:
+        self.listeners = listeners
+
+    def start(self, run: RunView) -> None:
+        for x in self.listeners:
+            x.start(run)
+
+    def task_started(self, run: RunView, task: TaskRun, worker: Worker) -> None:
+        for x in self.listeners:
+            x.task_started(run, task, worker)
+
+    def task_finished(self, run: RunView, task: TaskRun) -> None:
+        for x in self.listeners:
+            x.task_finished(run, task)
+
+    def branch_finished(self, run: RunView, branch: BranchRun) -> None:
+        for x in self.listeners:
+            x.branch_finished(run, branch)
+
+    def note(self, text: str) -> None:
+        for x in self.listeners:
+            x.note(text)
+
+    def tick(self, run: RunView) -> None:
+        for x in self.listeners:
+            x.tick(run)
+
+    def finish(self, run: RunView) -> None:
+        for x in self.listeners:
+            x.finish(run)
+
+    def stop(self) -> None:
+        for x in self.listeners:
+            stop = getattr(x, "stop", None)
+            if stop is not None:
+                stop()

@@ -5,6 +5,8 @@ Outputs (DESIGN.md, CLI contract), under ``--out`` (default ``./renders/<story>/
     masters/<branch>.mp4    one per assembled branch
     branches.json           branches with their master's path, sha256, frames and seconds
     report.json             the run record: per-task status, totals (also kept in the store)
+    report.html             the same as a page: contact sheets, statuses, timings, masters
+    thumbs/<key>.jpg        the page's shot thumbnails
 """
 
 from __future__ import annotations
@@ -24,11 +26,16 @@ from typing import Any
 from ..plan.expand import expand
 from ..plan.models import RenderPlan
 from ..spec.manifest import Story
+from ..spec.storygraph import segment_graph
 from ..store import BlobMissing, CorruptBlob, Store, StoreError, open_store
 from ..store.outputs import open_output
+from . import report_html
 from .driver import FAILED, Interrupted, Scheduler, SchedulerOptions
+from .events import Listeners
+from .metrics import RunMetrics
 from .pool import one_line as _one_line
 from .progress import Progress
+from .why import explain
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 143  # interrupted by SIGTERM (Ray's stop_job, a pod's deletion or deadline)
@@ -294,24 +301,29 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     check_force(plan, opts.force)
     out = open_output(opts.out or f"./renders/{plan.story}", s3_endpoint=opts.s3_endpoint)
     progress = Progress(opts.progress)
+    # Metrics go to Ray's metrics endpoint; priority 50 until runs are given one.
+    metrics = RunMetrics(plan.story, priority=int(getattr(opts, "priority", 50)))
     sched = Scheduler(
         plan, store, store_url=store_url, s3_endpoint=opts.s3_endpoint,
-        options=opts.scheduler, progress=progress,
+        options=opts.scheduler, progress=Listeners(progress, metrics),
     )
     sched.masters.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
     run_id = opts.run_id or new_run_id()
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     errors: list[str] = []
+    graph = segment_graph(story)
     with _Signals() as sig:
         status = "running"
         try:
             sched.lookup(set(opts.force))
+            explain(plan, sched.runs, store, story_seed=story.spec.seed, force=opts.force)
             # A run record exists from the start, naming the masters this run may reuse, so
             # that `cache gc` never deletes what this run needs.
             sched.master_keys()
             store.put_run(plan.story, run_id,
-                          _stored(sched, _report(sched, run_id, started, t0, status, store)))
+                          _stored(sched, _report(sched, run_id, started, t0, status, store),
+                                  graph))
             try:
                 sched.lookup_masters()
                 if sched.needs_cluster():
@@ -334,7 +346,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
                 _quietly(sched.shutdown)
             sig.defer()
             progress.stop()
-            result = _finish(sched, store, out, run_id, started, t0, status, errors)
+            result = _finish(sched, store, out, run_id, started, t0, status, errors, graph)
         except BaseException as err:
             sig.defer()
             progress.stop()
@@ -344,7 +356,7 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
                              store)
             report["errors"] = errors + ([] if stopped else [_one_line(err)])
             with contextlib.suppress(Exception):
-                store.put_run(plan.story, run_id, _stored(sched, report))
+                store.put_run(plan.story, run_id, _stored(sched, report, graph))
             if stopped:
                 return RenderResult(_interrupt_code(sig.signum or signal.SIGINT), report, [],
                                     out.url)
@@ -365,7 +377,8 @@ def _quietly(fn) -> None:
 
 
 def _finish(sched: Scheduler, store: Store, out, run_id: str, started: datetime, t0: float,
-            status: str, errors: list[str]) -> RenderResult:
+            status: str, errors: list[str], graph: dict[str, Any] | None = None
+            ) -> RenderResult:
     """Publish, then write ``branches.json``, ``report.json`` and the final run record."""
     plan = sched.plan
     removed: list[str] = []
@@ -391,18 +404,40 @@ def _finish(sched: Scheduler, store: Store, out, run_id: str, started: datetime,
     if errors and status == "succeeded":
         status = report["status"] = "failed"
     report["errors"] = errors
+    if branches is not None and not _publish_page(sched, store, out, report, branches, errors,
+                                                  interrupted=status == "interrupted"):
+        status = report["status"] = "failed" if status == "succeeded" else status
     try:
         out.put_json("report.json", report)
     except (StoreError, OSError) as err:
         errors.append(f"writing {out.url}/report.json failed: {_one_line(err)}")
         status = report["status"] = "failed" if status == "succeeded" else status
     try:
-        store.put_run(plan.story, run_id, _stored(sched, report))
+        store.put_run(plan.story, run_id, _stored(sched, report, graph))
     except (StoreError, OSError) as err:
         errors.append(f"writing the run record failed: {_one_line(err)}")
         status = report["status"] = "failed" if status == "succeeded" else status
     code = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[status]
     return RenderResult(code, report, branches or [], out.url)
+
+
+def _publish_page(sched: Scheduler, store: Store, out, report: dict[str, Any],
+                  branches: list[dict[str, Any]], errors: list[str], *,
+                  interrupted: bool) -> bool:
+    """``report.html`` and its thumbnails. False when the page could not be written, which
+    fails the run as a ``report.json`` that cannot be written does; a thumbnail that cannot
+    be made is left out of the page and noted."""
+    records = {tid: r.record for tid, r in sched.runs.items() if r.record is not None}
+    try:
+        notes = report_html.publish(out, store, report, branches, records,
+                                    title=sched.plan.title, prune=not interrupted)
+    except (StoreError, OSError) as err:
+        errors.append(f"writing {out.url}/report.html failed: {_one_line(err)}")
+        return False
+    if sched.progress:
+        for line in notes:
+            sched.progress.note(line)
+    return True
 
 
 def _master_doc(plan_b, b, fps: int) -> dict[str, Any]:
@@ -485,11 +520,17 @@ def _previous_index(out) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _stored(sched: Scheduler, report: dict[str, Any]) -> dict[str, Any]:
+def _stored(sched: Scheduler, report: dict[str, Any],
+            graph: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run record kept in the store: the report plus a copy of every action record the run
     used or made (``records``, by key), which the next lookup of the story reads in one GET
-    instead of one GET per record. ``report.json`` in ``--out`` leaves them out."""
-    return {**report, "records": sched.records()}
+    instead of one GET per record, and the story's segment graph (``graph``: start, segments
+    with their shots, next and choices) for ``reelfarm ui``. ``report.json`` in ``--out`` leaves
+    them out."""
+    doc = {**report, "records": sched.records()}
+    if graph is not None:
+        doc["graph"] = graph
+    return doc
 
 
 def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status: str,
@@ -516,7 +557,8 @@ def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status:
         "tasks": tasks,
         "branches": [
             {"name": b.name, "status": b.status, "cached": b.cached, "frames": b.frames,
-             "master": b.master.sha256 if b.master else None, "key": b.key, "error": b.error}
+             "master": b.master.sha256 if b.master else None, "key": b.key, "error": b.error,
+             "tasks": list(b.tasks)}
             for b in sched.branches
         ],
         "failures": [

@@ -57,6 +57,22 @@ def predecessors(story: Story) -> dict[str, list[str]]:
     return out
 
 
+def segment_graph(story: Story) -> dict[str, Any]:
+    """The story's shape as plain data (kept in run records, drawn by ``reelfarm ui``): ``start``
+    and the segments in manifest order, each with its shot ids and where it leads (``next``, or
+    its choice's prompt, default and labelled options)."""
+    segments = []
+    for seg in story.spec.segments:
+        choice = None
+        if seg.choice is not None:
+            choice = {"prompt": seg.choice.prompt, "default": seg.choice.default,
+                      "options": [{"label": o.label, "next": o.next}
+                                  for o in seg.choice.options]}
+        segments.append({"id": seg.id, "shots": [s.id for s in seg.shots], "next": seg.next,
+                         "choice": choice})
+    return {"start": story.spec.start, "segments": segments}
+
+
 def topological_order(story: Story) -> list[str]:
     """Every segment id, each after all segments that lead to it; ties keep manifest order.
 

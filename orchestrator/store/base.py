@@ -78,6 +78,9 @@ class ActionRecord(_Frozen):
     load_seconds: float = 0.0  # model load time paid by this action (0 when warm)
     node: str = ""
     created: str = Field(default_factory=lambda: utcnow())
+    #: The document the key is the hash of (``plan.expand.key_inputs``), so that a later plan
+    #: can say what changed; ``None`` in records written before it was kept, and for masters.
+    inputs: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()

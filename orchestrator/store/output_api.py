@@ -34,6 +34,14 @@ class Output(ABC):
         """Does ``rel`` hold exactly the bytes of digest ``sha256``?"""
 
     @abstractmethod
+    def put_bytes(self, rel: str, data: bytes, content_type: str) -> None:
+        """Publish a small file at ``rel`` (replacing it): ``report.html``, a thumbnail."""
+
+    @abstractmethod
+    def list_files(self, prefix: str) -> list[str]:
+        """Published files directly under the folder ``prefix`` (``thumbs/``), as paths."""
+
+    @abstractmethod
     def list_masters(self) -> list[str]:
         """Published masters: ``masters/<name>.mp4`` paths."""
 

@@ -22,6 +22,17 @@ class LocalOutput(Output):
         data = (json.dumps(doc, indent=2) + "\n").encode()
         write_atomic(self.root / check_output_rel(rel), lambda f: f.write(data))
 
+    def put_bytes(self, rel: str, data: bytes, content_type: str) -> None:
+        write_atomic(self.root / check_output_rel(rel), lambda f: f.write(data))
+
+    def list_files(self, prefix: str) -> list[str]:
+        base = self.root / check_output_rel(prefix.rstrip("/"))
+        if not base.is_dir():
+            return []
+        rel = prefix.rstrip("/")
+        return sorted(f"{rel}/{p.name}" for p in base.iterdir()
+                      if not p.name.startswith(".") and p.is_file())
+
     def check_writable(self) -> None:
         """The directory exists or can be made, and a file can be created in it."""
         try:

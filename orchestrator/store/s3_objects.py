@@ -149,6 +149,16 @@ class S3Output(Output):
         except ValueError:
             return None
 
+    def put_bytes(self, rel: str, data: bytes, content_type: str) -> None:
+        self._s3._put_small(self.key_for(rel), data, content_type)
+
+    def list_files(self, prefix: str) -> list[str]:
+        rel = prefix.rstrip("/")
+        base = self.key_for(f"{rel}/x")[: -len("x")]
+        return sorted(f"{rel}/{name}" for o in self._s3._list(base)
+                      if "/" not in (name := o["Key"][len(base):]) and name
+                      and not name.startswith("."))
+
     def list_masters(self) -> list[str]:
         base = self.key_for("masters/x")[: -len("x")]
         return sorted(f"masters/{name}" for o in self._s3._list(base)
