@@ -122,7 +122,10 @@ def test_shots_shared_by_stories_render_once(ray_cluster, tmp_path):
         record = json.loads((store / "runs" / name / f"{by[name].run_id}.json").read_text())
         assert record["status"] == "succeeded"
         assert set(record["records"]) == {t["key"] for t in record["tasks"]}
+        assert record["graph"]["start"] == "open"  # as render keeps it, for the ui
     bravo = _check_outputs(out, "bravo")
+    assert {t["reason"] for t in bravo["tasks"] if t["status"] == "rendered"} == {
+        "never rendered"}
     shared = {t["id"]: t for t in bravo["tasks"] if t["status"] == "cached"}
     assert shared["bravo-2"]["reason"] == "rendered in this run as alpha/alpha-2"
     assert all(t["seconds"] == 0 for t in shared.values())
@@ -138,6 +141,22 @@ def test_shots_shared_by_stories_render_once(ray_cluster, tmp_path):
     assert again.exit_code == 0
     assert {s.status for s in again.stories} == {"unchanged"}
     assert renders(counts) == done
+
+    # an edit to a shared shot renders it (and the shot conditioned on it) once, for both
+    # stories, and each story says what changed
+    for doc in docs[:2]:
+        doc["spec"]["segments"][0]["shots"][0]["prompt"] = "rain over the bank, at dusk"
+        write_story(stories / f"{doc['metadata']['name']}.yaml", doc)
+    third = run_nightly(str(stories), opts)
+    by = {s.story: s for s in third.stories}
+    assert {n: (s.status, s.rendered) for n, s in by.items()} == {
+        "alpha": ("rendered", 2), "bravo": ("rendered", 0), "small": ("unchanged", 0)}
+    assert len(renders(counts)) == len(done) + 2
+    alpha = _check_outputs(out, "alpha")
+    why = {t["id"]: t["reason"] for t in alpha["tasks"] if t["status"] == "rendered"}
+    assert why["alpha-1"].startswith("prompt: ") and why["alpha-2"].startswith("upstream ")
+    bravo = _check_outputs(out, "bravo")
+    assert bravo["totals"]["masters_assembled"] == 2
 
 
 def test_a_failing_shot_fails_only_its_own_story(ray_cluster, tmp_path):

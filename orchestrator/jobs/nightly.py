@@ -482,6 +482,7 @@ def _render_combined(sources: list[str], opts: NightlyOptions, names: dict[str, 
     from ..plan.expand import PlanError
     from ..run.combined import CombinedRender
     from ..run.progress import Progress
+    from ..spec.storygraph import segment_graph
 
     outcomes: list[StoryOutcome] = []
     stories: dict[str, tuple[StoryOutcome, Any]] = {}  # name -> (outcome, manifest)
@@ -527,8 +528,11 @@ def _render_combined(sources: list[str], opts: NightlyOptions, names: dict[str, 
         try:
             for name, (outcome, _) in stories.items():
                 outs[name] = open_output(outcome.out, s3_endpoint=opts.s3_endpoint)
-            job = CombinedRender(plans, store, outs, s3_endpoint=opts.s3_endpoint,
-                                 options=opts.scheduler, progress=Progress(opts.progress))
+            job = CombinedRender(
+                plans, store, outs, s3_endpoint=opts.s3_endpoint, options=opts.scheduler,
+                progress=Progress(opts.progress),
+                seeds={n: m.story.spec.seed for n, (_, m) in stories.items()},
+                graphs={n: segment_graph(m.story) for n, (_, m) in stories.items()})
             job.lookup()
         except Exception as e:  # noqa: BLE001 - then each story on its own says what fails
             return alone(list(stories), _one_line(e))

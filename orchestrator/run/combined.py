@@ -32,6 +32,8 @@ from ..store import Store, StoreError
 from ..store.lookup import lookup_with_copies
 from ..store.output_api import Output
 from .driver import Interrupted, Scheduler, SchedulerOptions, Unplaceable
+from .events import Listeners
+from .metrics import RunMetrics
 from .pool import one_line
 from .progress import Progress
 from .render import (
@@ -45,7 +47,19 @@ from .render import (
     _stored,
     connect_ray,
 )
-from .state import CACHED, RENDERED, TERMINAL, BranchRun, TaskRun
+from .state import (
+    BLOCKED,
+    CACHED,
+    FAILED,
+    PENDING,
+    READY,
+    RENDERED,
+    RUNNING,
+    TERMINAL,
+    BranchRun,
+    TaskRun,
+)
+from .why import explain
 
 SEP = "/"
 
@@ -95,12 +109,14 @@ def combine(plans: Sequence[RenderPlan]) -> Combined:
 class StoryView:
     """One story's share of a combined run, with the names its own plan uses: what
     :mod:`orchestrator.run.render` reads to report and publish a run (``plan``, ``runs``,
-    ``branches``, ``corrupt``, ``counts()``, ``records()``, ``model_switches()``)."""
+    ``branches``, ``corrupt``, ``progress``, ``counts()``, ``records()``,
+    ``model_switches()``)."""
 
     def __init__(self, combined: Combined, sched: Scheduler, story: str) -> None:
         self.plan = plan = combined.stories[story]
         ids = combined.ids[story]
         self._sched = sched
+        self.progress = sched.progress
         self.runs: dict[str, TaskRun] = {
             t.id: _story_run(t, sched.runs[ids[t.id]], ids[t.id] == qualified(story, t.id))
             for t in plan.tasks}
@@ -117,8 +133,7 @@ class StoryView:
                 self.corrupt.append({**c, "found_by": found_by})
 
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(("pending", "ready", "running", CACHED, RENDERED, "failed",
-                             "blocked"), 0)
+        out = dict.fromkeys((PENDING, READY, RUNNING, CACHED, RENDERED, FAILED, BLOCKED), 0)
         for r in self.runs.values():
             out[r.status] += 1
         return out
@@ -153,13 +168,21 @@ class CombinedRender:
 
     def __init__(self, plans: Sequence[RenderPlan], store: Store, outs: dict[str, Output], *,
                  s3_endpoint: str | None = None, options: SchedulerOptions | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, seeds: dict[str, int] | None = None,
+                 graphs: dict[str, dict[str, Any]] | None = None, priority: int = 50) -> None:
+        """``seeds`` (each story's base seed) let the reasons of new keys name what changed;
+        ``graphs`` (each story's segment graph) go into its run records, as ``render``'s do."""
         self.combined = combine(plans)
         self.store = store
         self.outs = outs
+        self.seeds = seeds or {}
+        self.graphs = graphs or {}
         self.progress = progress or Progress("quiet")
+        # the night's metrics are the farm job's, under the joined plan's name
+        metrics = RunMetrics(self.combined.plan.story, priority=priority)
         self.sched = Scheduler(self.combined.plan, store, store_url=store.url,
-                               s3_endpoint=s3_endpoint, options=options, progress=self.progress)
+                               s3_endpoint=s3_endpoint, options=options,
+                               progress=Listeners(self.progress, metrics))
         self.sched.assembly.profiles = {qualified(p.story, b.name): p.profile
                                         for p in plans for b in p.branches}
         self.sched.masters.published = self._published
@@ -207,7 +230,10 @@ class CombinedRender:
             status = "running"
             try:
                 for s in stories:
-                    store.put_run(s, run_ids[s], _stored(self.view(s), report(s, status)))
+                    self._explain(s)
+                for s in stories:
+                    store.put_run(s, run_ids[s], _stored(self.view(s), report(s, status),
+                                                         self.graphs.get(s)))
                 try:
                     if sched.needs_cluster():
                         connect_ray(address)
@@ -244,7 +270,8 @@ class CombinedRender:
                     doc = report(s, "interrupted" if stopped else "error")
                     doc["errors"] = errors[s] + ([] if stopped else [one_line(err)])
                     with contextlib.suppress(Exception):
-                        store.put_run(s, run_ids[s], _stored(self.view(s), doc))
+                        store.put_run(s, run_ids[s], _stored(self.view(s), doc,
+                                                             self.graphs.get(s)))
                     results[s] = RenderResult(
                         _interrupt_code(sig.signum or signal.SIGINT) if stopped
                         else EXIT_FAILED, doc, [], self.outs[s].url)
@@ -275,17 +302,32 @@ class CombinedRender:
                 if runs[j].status not in TERMINAL:
                     self.sched.state.fail(runs[j], why)
 
+    def _explain(self, story: str) -> None:
+        """Why each of the story's tasks renders (as ``render`` says it), and its key document
+        attached to the joined task that renders it, so that its action record keeps it."""
+        view = self.view(story)
+        explain(view.plan, view.runs, self.store, story_seed=self.seeds.get(story))
+        ids, runs = self.combined.ids[story], self.sched.runs
+        for tid, mine in view.runs.items():
+            joined = runs[ids[tid]]
+            if ids[tid] != qualified(story, tid) or joined.status == CACHED:
+                continue  # another story's task, or nothing to render
+            joined.reason = mine.reason
+            if mine.task.inputs is not None:
+                joined.task = joined.task.model_copy(update={"inputs": mine.task.inputs})
+
     def _finish(self, story: str, run_id: str, started: datetime, t0: float, status: str,
                 errors: list[str]) -> RenderResult:
         view = self.view(story)
+        graph = self.graphs.get(story)
         try:
-            return _finish(view, self.store, self.outs[story], run_id, started, t0, status,
-                           errors)  # type: ignore[arg-type]
+            return _finish(view, self.store, self.outs[story], run_id,  # type: ignore[arg-type]
+                           started, t0, status, errors, graph)
         except Exception as err:  # noqa: BLE001 - one story's outputs never stop the others
             doc = _report(view, run_id, started, t0, "error", self.store)  # type: ignore[arg-type]
             doc["errors"] = [*errors, one_line(err)]
             with contextlib.suppress(Exception):
-                self.store.put_run(story, run_id, _stored(view, doc))  # type: ignore[arg-type]
+                self.store.put_run(story, run_id, _stored(view, doc, graph))  # type: ignore[arg-type]
             return RenderResult(EXIT_FAILED, doc, [], self.outs[story].url)
 
 
