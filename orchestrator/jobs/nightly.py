@@ -521,7 +521,9 @@ def _render_combined(sources: list[str], opts: NightlyOptions, names: dict[str, 
                 try:
                     _render_alone(m, opts, outcome)
                 except Exception as e:  # noqa: BLE001 - one story's failure stops no other
-                    outcome.status, outcome.problems = FAILED, [why, _one_line(e)]
+                    own = _one_line(e)
+                    outcome.status = FAILED
+                    outcome.problems = [why] if own in why else [why, own]
                 told(outcome)
             return outcomes
 
