@@ -48,6 +48,8 @@ THREADS = 2
 GOP_SECONDS = 2
 TIMESCALE_PER_FPS = 1000
 PNG_COMPRESS_LEVEL = 6
+POSTER_MAX_WIDTH = 320
+POSTER_QUALITY = 80
 
 
 class ProfileLike(Protocol):
@@ -225,6 +227,18 @@ def encode_png(frame: Any) -> bytes:
     """A frame as PNG bytes (RGB, fixed compression: the same frame gives the same bytes)."""
     buf = io.BytesIO()
     Image.fromarray(_to_rgb8(frame)).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buf.getvalue()
+
+
+def encode_poster(frame: Any, max_width: int = POSTER_MAX_WIDTH) -> bytes:
+    """A small JPEG of ``frame`` (a shot's poster, for thumbnails): at most ``max_width``
+    pixels wide, aspect ratio kept, never enlarged."""
+    img = Image.fromarray(_to_rgb8(frame))
+    if img.width > max_width:
+        img = img.resize((max_width, max(1, round(img.height * max_width / img.width))),
+                         Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=POSTER_QUALITY)
     return buf.getvalue()
 
 

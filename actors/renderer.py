@@ -4,7 +4,8 @@ One actor holds one backend's :class:`~actors.backends.Renderer` (and so its loa
 for its whole life: Ray does not reuse worker processes between GPU tasks, so a task per shot
 would load the model every time. Each render writes the clip and the last frame to the store
 itself, then the action record, and returns only that small record to the driver: no video
-bytes pass through Ray's object store.
+bytes pass through Ray's object store. Each render's output is kept as the shot's log
+(:mod:`actors.shotlog`), a text blob in the store, so it outlives the cluster.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import os
 import socket
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.store import ActionRecord, BlobRef, open_store
+from actors.shotlog import ShotLog
+from orchestrator.store import ActionRecord, BlobRef, CorruptBlob, open_store
+from orchestrator.store.base import utcnow
 
 if TYPE_CHECKING:
     from actors.backends import Backend, Renderer
@@ -25,6 +29,47 @@ if TYPE_CHECKING:
 
 class RenderFailed(RuntimeError):
     """A render produced something other than what its task asked for."""
+
+
+class ShotFailed(RuntimeError):
+    """A render raised. ``summary`` is the error in one line, ``log`` the digest of the
+    shot's log in the store (``None`` when it could not be stored), ``traceback`` the full
+    traceback, as text."""
+
+    def __init__(self, summary: str, *, log: str | None, traceback: str) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.log = log
+        self.traceback = traceback
+
+    def __reduce__(self):  # picklable across Ray: keyword-only arguments
+        return (_shot_failed, (self.summary, self.log, self.traceback))
+
+
+def _shot_failed(summary: str, log: str | None, tb: str) -> ShotFailed:
+    return ShotFailed(summary, log=log, traceback=tb)
+
+
+def _summary(err: BaseException) -> str:
+    """``Type: last line of the message``, at most 500 characters."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:500]
+
+
+def _log_header(task: RenderTask, backend: Backend, node: str) -> str:
+    return (f"reelfarm {reelfarm_version()}: task {task.id} (shot {task.shot}, "
+            f"segment {task.segment}), key {task.key}, backend {backend.name} "
+            f"{backend.version}, node {node}, pid {os.getpid()}, started {utcnow()}")
+
+
+def reelfarm_version() -> str:
+    """The installed reelfarm's version (``unknown`` when it runs from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("reelfarm")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 class ShotRenderer:
@@ -63,7 +108,61 @@ class ShotRenderer:
         return self._renderer.loaded_models() if self._renderer else []
 
     def render(self, task: RenderTask, condition: BlobRef | None) -> ActionRecord:
-        from actors.encode import ClipEncoder, check_encoder, decode_png, encode_png
+        """Render ``task`` into the store and return its action record. Everything the render
+        prints (the backend's and ffmpeg's output, warnings, log records, a failure's
+        traceback) is kept as the shot's log, a text blob named by ``outputs["log"]``; a
+        failure raises :class:`ShotFailed`, which names the log (it is stored all the same)."""
+        log = ShotLog(_log_header(task, self.backend, self.node))
+        failed: tuple[str, str] | None = None
+        with log:
+            try:
+                outputs, written, seconds, load = self._render(task, condition)
+            except CorruptBlob:
+                raise  # the store's fault, not the shot's: its task renders again
+            except Exception as err:  # noqa: BLE001 - every failure keeps its log
+                failed = (_summary(err), traceback.format_exc())
+                log.write(failed[1])
+        if failed is not None:
+            summary, tb = failed
+            raise ShotFailed(summary, log=self._put_log(log.text()), traceback=tb)
+        outputs["log"] = self.store.put_bytes(log.text().encode("utf-8"))
+        p = task.profile
+        record = ActionRecord(
+            key=task.key,
+            outputs=outputs,
+            frames=written,
+            width=p.width,
+            height=p.height,
+            fps=p.fps,
+            backend=self.backend.name,
+            backend_version=self.backend.version,
+            seconds=seconds,
+            load_seconds=load,
+            node=self.node,
+            inputs=task.inputs,
+        )
+        self.store.put_action(record)  # last: a record always points at blobs that exist
+        return record
+
+    def _put_log(self, text: str) -> str | None:
+        """Store a failed render's log; ``None`` when the store cannot take it (the failure
+        itself is what the driver must hear of)."""
+        try:
+            return self.store.put_bytes(text.encode("utf-8")).sha256
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _render(self, task: RenderTask, condition: BlobRef | None,
+                ) -> tuple[dict[str, BlobRef], int, float, float]:
+        """Render, encode and store the clip, the last frame and the poster (the middle
+        frame, small, for thumbnails): ``(outputs, frames, seconds, load seconds)``."""
+        from actors.encode import (
+            ClipEncoder,
+            check_encoder,
+            decode_png,
+            encode_png,
+            encode_poster,
+        )
 
         check_encoder(task.encoder_build)  # never store another build's bytes under this key
         started = time.perf_counter()
@@ -71,12 +170,15 @@ class ShotRenderer:
         if self._renderer is None:
             self._renderer = self.backend.create_renderer()
         renderer = self._renderer
-        p = task.profile
+        middle = task.frames // 2
+        poster = None
         with tempfile.TemporaryDirectory(prefix="reelfarm-") as tmp:
             clip_path = Path(tmp) / "clip.mp4"
-            with ClipEncoder(clip_path, p) as enc:
-                for frame in renderer.render(task, cond):
+            with ClipEncoder(clip_path, task.profile) as enc:
+                for i, frame in enumerate(renderer.render(task, cond)):
                     enc.write(frame)
+                    if i == middle:
+                        poster = enc.last_frame.copy()
             written = enc.close()
             if written != task.frames:
                 raise RenderFailed(
@@ -85,22 +187,11 @@ class ShotRenderer:
                 )
             clip = self.store.put_file(clip_path)
             last = self.store.put_bytes(encode_png(enc.last_frame))
-        record = ActionRecord(
-            key=task.key,
-            outputs={"clip": clip, "last_frame": last},
-            frames=written,
-            width=p.width,
-            height=p.height,
-            fps=p.fps,
-            backend=self.backend.name,
-            backend_version=self.backend.version,
-            seconds=round(time.perf_counter() - started, 4),
-            load_seconds=round(renderer.last_load_seconds(), 4),
-            node=self.node,
-            inputs=task.inputs,
-        )
-        self.store.put_action(record)  # last: a record always points at blobs that exist
-        return record
+            small = self.store.put_bytes(encode_poster(enc.last_frame if poster is None
+                                                       else poster))
+        outputs = {"clip": clip, "last_frame": last, "poster": small}
+        return (outputs, written, round(time.perf_counter() - started, 4),
+                round(renderer.last_load_seconds(), 4))
 
     def close(self) -> None:
         if self._renderer is not None:
@@ -113,7 +204,8 @@ def _node_name() -> str:
     try:
         import ray
 
-        node_id = ray.get_runtime_context().get_node_id() or ""
+        # never start a Ray to ask (get_runtime_context would, outside one)
+        node_id = (ray.get_runtime_context().get_node_id() or "") if ray.is_initialized() else ""
     except Exception:  # noqa: BLE001 - outside Ray
         node_id = ""
     host = socket.gethostname()

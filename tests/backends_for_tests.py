@@ -157,9 +157,10 @@ class OneGoodActorBackend(SleepBackend):
 class _GateRenderer(_SleepRenderer):
     def render(self, task, condition) -> Iterator[np.ndarray]:
         gate = Path(self.b.gate_dir)
-        (gate / f"{task.key}.started").write_text(str(os.getpid()))
-        while not (gate / "open").exists():
-            time.sleep(0.05)
+        if self.b.hold is None or task.shot in self.b.hold:
+            (gate / f"{task.key}.started").write_text(str(os.getpid()))
+            while not (gate / "open").exists():
+                time.sleep(0.05)
         yield from super().render(task, condition)
 
 
@@ -172,14 +173,54 @@ class GateBackend(SleepBackend):
     driver). Installed as the ``gate`` backend for jobs on ``ray_head`` (an entry point there).
     """
 
-    def __init__(self, name: str = "gate", gate_dir: str | None = None) -> None:
-        super().__init__(name)
+    def __init__(self, name: str = "gate", gate_dir: str | None = None,
+                 hold: frozenset[str] | None = None, **kw: Any) -> None:
+        super().__init__(name, **kw)
         self.gate_dir = gate_dir or os.environ.get("REELFARM_TEST_GATE_DIR", "")
+        self.hold = hold  # the shots that wait for the gate (None: every shot)
 
     def create_renderer(self) -> Renderer:
         if not self.gate_dir:
             raise RuntimeError("the gate backend needs REELFARM_TEST_GATE_DIR")
         return _GateRenderer(self)
+
+
+class _NoisyRenderer(_SleepRenderer):
+    def render(self, task, condition) -> Iterator[np.ndarray]:
+        import logging
+        import subprocess
+        import sys
+        import warnings
+
+        print(f"python print from {task.shot}")
+        os.write(1, f"fd 1 write from {task.shot}\n".encode())
+        os.write(2, f"fd 2 write from {task.shot}\n".encode())
+        subprocess.run([sys.executable, "-c", f"print('child process of {task.shot}')"],
+                       check=True)
+        warnings.warn(f"a warning from {task.shot}", UserWarning, stacklevel=1)
+        logging.getLogger("noisy.backend").warning("a log record from %s", task.shot)
+        if self.b.secret_var:  # a careless backend printing a credential
+            print(f"token is {os.environ.get(self.b.secret_var, '')}")
+        if task.shot in self.b.fail_shots:
+            _fail_deep(task.shot)
+        yield from super().render(task, condition)
+
+
+def _fail_deep(shot: str) -> None:
+    raise ValueError(f"the noisy backend refuses {shot}")
+
+
+class NoisyBackend(SleepBackend):
+    """Writes to stdout and stderr in every way a backend can (print, the file descriptors, a
+    child process, a warning, a log record) before rendering or failing ``fail_shots``; with
+    ``secret_var``, it also prints that environment variable's value."""
+
+    def __init__(self, name: str = "noisy", *, secret_var: str = "", **kw: Any) -> None:
+        super().__init__(name, **kw)
+        self.secret_var = secret_var
+
+    def create_renderer(self) -> Renderer:
+        return _NoisyRenderer(self)
 
 
 class _CountingRenderer(_SleepRenderer):

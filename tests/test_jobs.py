@@ -133,6 +133,41 @@ def test_logs_hold_the_render_summary(ray_head, heist, farm):
     assert "heist: succeeded: rendered 6" in followed.stdout
 
 
+def test_status_and_shot_logs_of_a_job_read_the_store_once_the_cluster_is_gone(
+        ray_head, heist, farm):
+    job_id = heist.stdout.strip()
+    report = json.loads((farm["out"] / "report.json").read_text())
+    record = open_store(str(farm["store"])).get_run("heist", report["run_id"])
+    assert record["job_id"] == job_id  # the render knew the job it ran as
+    # with the cluster: the job names its store and run, the log is read from there
+    r = reelfarm(ray_head, "logs", job_id, "--shot", "vault-exterior")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("reelfarm ") and "task vault-exterior (shot vault-exterior" in \
+        r.stdout
+    # an address where no cluster answers any more
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    gone = ray_head.client_env(RAY_ADDRESS=None, RAY_API_SERVER_ADDRESS=dead)
+    st = reelfarm(ray_head, "status", job_id, "--store", farm["store"], "--json", env=gone)
+    assert st.returncode == 0, st.stderr
+    doc = json.loads(st.stdout)
+    assert doc["run_id"] == report["run_id"] and doc["job_id"] == job_id
+    assert doc["status"] == "succeeded" and doc["totals"]["rendered"] == 6
+    # and no cluster given at all: the store alone
+    bare = ray_head.client_env(RAY_ADDRESS=None)
+    lg = reelfarm(ray_head, "logs", job_id, "--shot", "vault-exterior", "--store", farm["store"],
+                  env=bare)
+    assert lg.returncode == 0, lg.stderr
+    assert lg.stdout == r.stdout
+    st = reelfarm(ray_head, "status", report["run_id"], "--store", farm["store"], env=bare)
+    assert st.returncode == 0, st.stderr
+    assert st.stdout.startswith(f"{report['run_id']}: succeeded\n")
+    assert f"job        {job_id}" in st.stdout
+
+
 def test_a_duplicate_submission_reports_the_existing_job(ray_head, heist, farm):
     job_id = heist.stdout.strip()
     runs_before = open_store(str(farm["store"])).list_runs("heist")

@@ -237,6 +237,15 @@ def test_render_from_s3_to_s3(ray_cluster, bucket, s3_client, tmp_path):
     # the run record is in the store, and a second render publishes nothing new
     runs = list_objects(f"{store}/runs/x", suffixes=(".json",))
     assert runs == [f"{store}/runs/x/{report['run_id']}.json"]
+    # a shot's log and the run history are read from the S3 store as well
+    shot0 = report["tasks"][0]["shot"]
+    code, text, stderr = cli("logs", report["run_id"], "--shot", shot0, "--store", store)
+    assert code == 0, stderr
+    assert text.startswith("reelfarm ") and f"(shot {shot0}," in text
+    assert DUMMY_SECRET_KEY not in text
+    code, text, stderr = cli("runs", "x", "--store", store, "--json")
+    assert code == 0, stderr
+    assert [r["run_id"] for r in json.loads(text)] == [report["run_id"]]
     before = versions(s3_client, f"{out}/masters")
     code, _, stderr = cli("render", src, "--store", store, "--out", out, "--quiet")
     assert code == 0 and "nothing to render" in stderr

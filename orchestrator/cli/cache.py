@@ -85,7 +85,7 @@ def stats(store: Store, as_json: bool) -> None:
     b, r = doc["blobs"], doc["records"]
     click.echo(f"store {doc['store']}" + (f" (salt {doc['salt']!r})" if doc["salt"] else ""))
     click.echo(f"blobs        {b['objects']:>8}  {_size(b['bytes']):>10}")
-    for name in ("clips", "last_frames", "masters", "unreferenced"):
+    for name in ("clips", "last_frames", "posters", "logs", "masters", "unreferenced"):
         click.echo(f"  {name:<11}{b[name]['objects']:>8}  {_size(b[name]['bytes']):>10}")
     click.echo(f"records      {r['objects']:>8}  {_size(r['bytes']):>10}  "
                f"({r['render']} render, {r['master']} master, {r['damaged']} damaged)")

@@ -318,6 +318,9 @@ def _print_summary(result) -> None:
     click.echo(f"{r['story']}: {r['status']}: {what}; {masters} in {r['seconds']:.1f}s", err=True)
     for f in r["failures"]:
         click.echo(printable(f"  failed {f['id']} on {f['node']}: {f['error']}"), err=True)
+    if r["failures"]:
+        click.echo(printable(f"  a failed shot's log and traceback: reelfarm logs {r['run_id']} "
+                             f"--shot SHOT --store {r['store']}"), err=True)
     for e in r.get("errors") or []:
         click.echo(printable(f"  error: {e}"), err=True)
     for rel in r.get("removed") or []:

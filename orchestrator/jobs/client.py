@@ -165,6 +165,9 @@ class JobStatus(JobInfo):
     run_status: str | None = None
     totals: dict[str, Any] | None = None
     run_note: str = ""
+    running: list[dict[str, Any]] | None = None  # [{task, shot, node, since}] while it runs
+    eta_seconds: float | None = None
+    updated: str | None = None  # when the run record was last written (UTC)
 
 
 @dataclass(frozen=True)
@@ -596,8 +599,13 @@ def _status(d: JobDetails, address: str) -> JobStatus:
         note = ("no run record yet" if st.state in _ACTIVE_STATES
                 else "the job wrote no run record")
         return replace(st, run_note=note)
+    running = run.get("running")
+    eta = run.get("eta_seconds")
     return replace(st, run_id=run.get("run_id"), run_status=run.get("status"),
-                   totals=run.get("totals"))
+                   totals=run.get("totals"),
+                   running=running if isinstance(running, list) else None,
+                   eta_seconds=eta if isinstance(eta, (int, float)) else None,
+                   updated=run.get("updated") if isinstance(run.get("updated"), str) else None)
 
 
 def _find_run(meta: _Meta, start_ms: int | None, end_ms: int | None) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ from ..store.lookup import lookup_with_copies
 from ..store.output_api import Output
 from .driver import Interrupted, Scheduler, SchedulerOptions, Unplaceable
 from .events import Listeners
+from .live_record import MIN_INTERVAL_S, LiveRecord
 from .metrics import RunMetrics
 from .pool import one_line
 from .progress import Progress
@@ -46,6 +47,7 @@ from .render import (
     _Signals,
     _stored,
     connect_ray,
+    run_identity,
 )
 from .state import (
     BLOCKED,
@@ -114,7 +116,7 @@ class StoryView:
 
     def __init__(self, combined: Combined, sched: Scheduler, story: str) -> None:
         self.plan = plan = combined.stories[story]
-        ids = combined.ids[story]
+        self._ids = ids = combined.ids[story]
         self._sched = sched
         self.progress = sched.progress
         self.runs: dict[str, TaskRun] = {
@@ -145,6 +147,17 @@ class StoryView:
     def model_switches(self) -> int:
         return self._sched.model_switches()  # the shared pool's
 
+    @property
+    def workers(self) -> Any:
+        return self._sched.workers  # the shared pool's
+
+    @property
+    def remaining(self) -> dict[str, float]:
+        """Estimated seconds from each task's start to the end of its chain, in the joined
+        plan (for the ETA)."""
+        rem, ids = self._sched.remaining, self._ids
+        return {tid: rem.get(ids[tid], 0.0) for tid in self.runs}
+
     def needs_cluster(self) -> bool:
         return any(r.status != CACHED for r in self.runs.values()) or any(
             b.status != "done" for b in self.branches)
@@ -163,13 +176,59 @@ def _story_run(task, joined: TaskRun, own: bool) -> TaskRun:
     return run
 
 
+class _LiveRecords:
+    """The live run record of each story being rendered: one listener of the joined run that
+    hands each :class:`LiveRecord` only its own story's task and branch events (and every
+    tick, for its heartbeat)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, LiveRecord] = {}
+
+    def _of(self, name: str) -> LiveRecord | None:
+        return self.records.get(name.split(SEP, 1)[0])
+
+    def start(self, run: Any) -> None:
+        for r in self.records.values():
+            r.start(run)
+
+    def task_started(self, run: Any, task: TaskRun, worker: Any) -> None:
+        if (r := self._of(task.task.id)) is not None:
+            r.task_started(run, task, worker)
+
+    def task_finished(self, run: Any, task: TaskRun) -> None:
+        if (r := self._of(task.task.id)) is not None:
+            r.task_finished(run, task)
+
+    def branch_finished(self, run: Any, branch: BranchRun) -> None:
+        if (r := self._of(branch.name)) is not None:
+            r.branch_finished(run, branch)
+
+    def note(self, text: str) -> None:
+        pass
+
+    def tick(self, run: Any) -> None:
+        for r in self.records.values():
+            r.tick(run)
+
+    def finish(self, run: Any) -> None:
+        self.close()
+
+    def stop(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for r in self.records.values():
+            r.close()
+
+
 class CombinedRender:
     """Render several stories (each with its own :class:`Output`) as one job."""
 
     def __init__(self, plans: Sequence[RenderPlan], store: Store, outs: dict[str, Output], *,
                  s3_endpoint: str | None = None, options: SchedulerOptions | None = None,
                  progress: Progress | None = None, seeds: dict[str, int] | None = None,
-                 graphs: dict[str, dict[str, Any]] | None = None, priority: int = 50) -> None:
+                 graphs: dict[str, dict[str, Any]] | None = None, priority: int = 50,
+                 live_interval: float = MIN_INTERVAL_S) -> None:
         """``seeds`` (each story's base seed) let the reasons of new keys name what changed;
         ``graphs`` (each story's segment graph) go into its run records, as ``render``'s do."""
         self.combined = combine(plans)
@@ -178,11 +237,14 @@ class CombinedRender:
         self.seeds = seeds or {}
         self.graphs = graphs or {}
         self.progress = progress or Progress("quiet")
+        self.priority = priority
+        self.live_interval = live_interval
+        self.live = _LiveRecords()
         # the night's metrics are the farm job's, under the joined plan's name
         metrics = RunMetrics(self.combined.plan.story, priority=priority)
         self.sched = Scheduler(self.combined.plan, store, store_url=store.url,
                                s3_endpoint=s3_endpoint, options=options,
-                               progress=Listeners(self.progress, metrics))
+                               progress=Listeners(self.progress, self.live, metrics))
         self.sched.assembly.profiles = {qualified(p.story, b.name): p.profile
                                         for p in plans for b in p.branches}
         self.sched.masters.published = self._published
@@ -222,9 +284,14 @@ class CombinedRender:
         t0 = time.monotonic()
         errors: dict[str, list[str]] = {s: [] for s in stories}
         results: dict[str, RenderResult] = {}
+        who = run_identity(self.priority)
 
         def report(story: str, status: str) -> dict[str, Any]:
-            return _report(self.view(story), run_ids[story], started, t0, status, store)
+            return _report(self.view(story), run_ids[story], started, t0, status,  # type: ignore[arg-type]
+                           store, who)
+
+        for s in stories:
+            self.live.records[s] = self._live_record(s, run_ids[s], report)
 
         with _Signals() as sig:
             status = "running"
@@ -257,11 +324,14 @@ class CombinedRender:
                     _quietly(sched.shutdown)
                 sig.defer()
                 progress.stop()
+                self.live.close()  # no live write after this: the final records come next
                 for s in stories:
-                    results[s] = self._finish(s, run_ids[s], started, t0, status, errors[s])
+                    results[s] = self._finish(s, run_ids[s], started, t0, status, errors[s],
+                                              who)
             except BaseException as err:
                 sig.defer()
                 progress.stop()
+                self.live.close()
                 _quietly(sched.shutdown)
                 stopped = isinstance(err, KeyboardInterrupt)
                 for s in stories:
@@ -316,15 +386,34 @@ class CombinedRender:
             if mine.task.inputs is not None:
                 joined.task = joined.task.model_copy(update={"inputs": mine.task.inputs})
 
+    def _live_record(self, story: str, run_id: str, report: Any) -> LiveRecord:
+        """``story``'s run record, kept current while the night renders (as ``render``'s)."""
+        graph = self.graphs.get(story)
+        store = self.store
+
+        def snapshot() -> dict[str, Any]:  # on the driver's thread: plain values only
+            view = self.view(story)
+            return {**report(story, "running"),
+                    "records": [r.record for r in view.runs.values() if r.record is not None],
+                    "graph": graph}
+
+        def write(doc: dict[str, Any]) -> None:  # on the live record's thread
+            doc["records"] = {r.key: r.model_dump(mode="json", exclude={"key"})
+                              for r in doc["records"]}
+            store.put_run(story, run_id, doc)
+
+        return LiveRecord(snapshot, write, min_interval=self.live_interval)
+
     def _finish(self, story: str, run_id: str, started: datetime, t0: float, status: str,
-                errors: list[str]) -> RenderResult:
+                errors: list[str], who: dict[str, Any]) -> RenderResult:
         view = self.view(story)
         graph = self.graphs.get(story)
         try:
             return _finish(view, self.store, self.outs[story], run_id,  # type: ignore[arg-type]
-                           started, t0, status, errors, graph)
+                           started, t0, status, errors, who, graph)
         except Exception as err:  # noqa: BLE001 - one story's outputs never stop the others
-            doc = _report(view, run_id, started, t0, "error", self.store)  # type: ignore[arg-type]
+            doc = _report(view, run_id, started, t0, "error", self.store,  # type: ignore[arg-type]
+                          who)
             doc["errors"] = [*errors, one_line(err)]
             with contextlib.suppress(Exception):
                 self.store.put_run(story, run_id, _stored(view, doc, graph))  # type: ignore[arg-type]

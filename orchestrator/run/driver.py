@@ -367,6 +367,7 @@ class Scheduler:
             if run.status not in TERMINAL:  # blocked when the blob's task failed (the bound)
                 run.status = PENDING
         elif isinstance(outcome, Raised):
+            run.log, run.traceback = outcome.log, outcome.traceback
             backoff = self.opts.backoff_s * 2 ** (run.attempts - 1)
             again = self.state.errored(run, outcome.error, retries=self.opts.retries,
                                        not_before=time.monotonic() + backoff, worker=w.id)

@@ -52,11 +52,12 @@ class Listener(Protocol):
 
 
 class Listeners:
-    """Several listeners as one: each event goes to each, in order (a display, metrics ...).
-    ``stop`` (the live display's) is passed to those that have it."""
+    """Several listeners as one: each event goes to each, in order (the live display, the live
+    run record, metrics ...). ``None`` entries are left out; ``stop`` (the live display's)
+    reaches those that have it."""
 
-    def __init__(self, *listeners: Listener) -> None:
-        self.listeners = listeners
+    def __init__(self, *listeners: Listener | None) -> None:
+        self.listeners = [x for x in listeners if x is not None]
 
     def start(self, run: RunView) -> None:
         for x in self.listeners:

@@ -89,6 +89,8 @@ class Corrupt:
 @dataclass(frozen=True)
 class Raised:
     error: str  # one line
+    log: str | None = None  # sha256 of the shot's log blob, when the actor stored one
+    traceback: str | None = None  # the full traceback, as text
 
 
 Completion = Rendered | Lost | Corrupt | Raised
@@ -249,7 +251,10 @@ class WorkerPool:
                 return Lost()
             if isinstance(cause, CorruptBlob):
                 return Corrupt(cause.digest)
-            return Raised(one_line(cause))
+            # a render that raised (actors.renderer.ShotFailed) names its log and traceback
+            return Raised(getattr(cause, "summary", None) or one_line(cause),
+                          log=getattr(cause, "log", None),
+                          traceback=getattr(cause, "traceback", None))
         w.rendered += 1
         return Rendered(rec)
 

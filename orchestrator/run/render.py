@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from actors.renderer import reelfarm_version
+
 from ..plan.expand import expand
 from ..plan.models import RenderPlan
 from ..spec.manifest import Story
@@ -32,9 +34,11 @@ from ..store.outputs import open_output
 from . import report_html
 from .driver import FAILED, Interrupted, Scheduler, SchedulerOptions
 from .events import Listeners
+from .live_record import MIN_INTERVAL_S, LiveRecord
 from .metrics import RunMetrics
 from .pool import one_line as _one_line
-from .progress import Progress
+from .progress import Progress, eta
+from .state import RUNNING
 from .why import explain
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -51,6 +55,8 @@ class RenderOptions:
     scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
     progress: str = "auto"  # auto | live | plain | quiet
     run_id: str | None = None  # default: a new time-ordered id
+    priority: int = 50  # 0-100, recorded in the run record
+    live_interval: float = MIN_INTERVAL_S  # least seconds between live run record writes
 
 
 @dataclass
@@ -301,18 +307,32 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     check_force(plan, opts.force)
     out = open_output(opts.out or f"./renders/{plan.story}", s3_endpoint=opts.s3_endpoint)
     progress = Progress(opts.progress)
-    # Metrics go to Ray's metrics endpoint; priority 50 until runs are given one.
-    metrics = RunMetrics(plan.story, priority=int(getattr(opts, "priority", 50)))
-    sched = Scheduler(
-        plan, store, store_url=store_url, s3_endpoint=opts.s3_endpoint,
-        options=opts.scheduler, progress=Listeners(progress, metrics),
-    )
-    sched.masters.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
     run_id = opts.run_id or new_run_id()
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
-    errors: list[str] = []
+    who = run_identity(opts.priority)
     graph = segment_graph(story)
+    sched: Scheduler
+
+    def live_doc() -> dict[str, Any]:  # on the driver's thread: plain values only
+        report = _report(sched, run_id, started, t0, "running", store, who)
+        records = [r.record for r in sched.runs.values() if r.record is not None]
+        return {**report, "records": records, "graph": graph}
+
+    def live_write(doc: dict[str, Any]) -> None:  # on the live record's thread
+        doc["records"] = {r.key: r.model_dump(mode="json", exclude={"key"})
+                          for r in doc["records"]}
+        store.put_run(plan.story, run_id, doc)
+
+    live = LiveRecord(live_doc, live_write, min_interval=opts.live_interval)
+    # Metrics go to Ray's metrics endpoint, labelled with the run's priority.
+    metrics = RunMetrics(plan.story, priority=opts.priority)
+    sched = Scheduler(
+        plan, store, store_url=store_url, s3_endpoint=opts.s3_endpoint,
+        options=opts.scheduler, progress=Listeners(progress, live, metrics),
+    )
+    sched.masters.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
+    errors: list[str] = []
     with _Signals() as sig:
         status = "running"
         try:
@@ -322,8 +342,8 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
             # that `cache gc` never deletes what this run needs.
             sched.master_keys()
             store.put_run(plan.story, run_id,
-                          _stored(sched, _report(sched, run_id, started, t0, status, store),
-                                  graph))
+                          _stored(sched, _report(sched, run_id, started, t0, status, store,
+                                                 who), graph))
             try:
                 sched.lookup_masters()
                 if sched.needs_cluster():
@@ -346,14 +366,16 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
                 _quietly(sched.shutdown)
             sig.defer()
             progress.stop()
-            result = _finish(sched, store, out, run_id, started, t0, status, errors, graph)
+            live.close()  # no live write after this: the final record comes next
+            result = _finish(sched, store, out, run_id, started, t0, status, errors, who, graph)
         except BaseException as err:
             sig.defer()
             progress.stop()
+            live.close()
             _quietly(sched.shutdown)
             stopped = isinstance(err, KeyboardInterrupt)
             report = _report(sched, run_id, started, t0, "interrupted" if stopped else "error",
-                             store)
+                             store, who)
             report["errors"] = errors + ([] if stopped else [_one_line(err)])
             with contextlib.suppress(Exception):
                 store.put_run(plan.story, run_id, _stored(sched, report, graph))
@@ -377,8 +399,8 @@ def _quietly(fn) -> None:
 
 
 def _finish(sched: Scheduler, store: Store, out, run_id: str, started: datetime, t0: float,
-            status: str, errors: list[str], graph: dict[str, Any] | None = None
-            ) -> RenderResult:
+            status: str, errors: list[str], who: dict[str, Any],
+            graph: dict[str, Any] | None = None) -> RenderResult:
     """Publish, then write ``branches.json``, ``report.json`` and the final run record."""
     plan = sched.plan
     removed: list[str] = []
@@ -394,7 +416,7 @@ def _finish(sched: Scheduler, store: Store, out, run_id: str, started: datetime,
         or any(b.status != "done" for b in sched.branches)
     ):
         status = "failed"
-    report = _report(sched, run_id, started, t0, status, store)
+    report = _report(sched, run_id, started, t0, status, store, who)
     report["removed"] = removed
     if branches is not None:
         try:
@@ -533,8 +555,62 @@ def _stored(sched: Scheduler, report: dict[str, Any],
     return doc
 
 
+def run_identity(priority: int = 50) -> dict[str, Any]:
+    """Who runs the render, where, with which reelfarm: the run record's ``user``
+    (``user@host``), ``host``, ``version``, ``priority`` and ``job_id`` (the Ray job's
+    submission id when the render runs as a job, else ``None``)."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no passwd entry for the uid (a container)
+        user = os.environ.get("USER") or "unknown"
+    host = socket.gethostname()
+    return {"user": f"{user}@{host}", "host": host, "version": reelfarm_version(),
+            "priority": priority, "job_id": _ray_job_id()}
+
+
+def _ray_job_id() -> str | None:
+    """The submission id of the Ray job this process is the entrypoint of, if any (Ray hands
+    the job's metadata to the entrypoint in ``RAY_JOB_CONFIG_JSON_ENV_VAR``)."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return None
+    try:
+        found = json.loads(raw).get("metadata", {}).get("job_submission_id")
+    except (ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) and found else None
+
+
+def _utc(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _running(sched: Scheduler) -> list[dict[str, Any]]:
+    """What renders where now: ``[{task, shot, node, since}]``, ``since`` in UTC."""
+    now_wall, now = time.time(), time.monotonic()
+    out = []
+    for r in sched.runs.values():
+        if r.status == RUNNING:
+            since = None
+            if r.started is not None:
+                since = _utc(datetime.fromtimestamp(now_wall - (now - r.started), timezone.utc))
+            out.append({"task": r.task.id, "shot": r.task.shot, "node": r.node, "since": since})
+    return sorted(out, key=lambda x: (x["since"] or "", x["task"]))
+
+
+def _log_of(r) -> str | None:
+    """The sha256 of a task's log: its record's (rendered or cached), else the last failed
+    attempt's."""
+    if r.record is not None and "log" in r.record.outputs:
+        return r.record.outputs["log"].sha256
+    return r.log
+
+
 def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status: str,
-            store: Store) -> dict[str, Any]:
+            store: Store, who: dict[str, Any] | None = None) -> dict[str, Any]:
     plan = sched.plan
     tasks = []
     for t in plan.tasks:
@@ -545,15 +621,21 @@ def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status:
             "seconds": r.seconds, "load_seconds": r.load_seconds, "retries": r.retries,
             "requeued": r.lost, "node": r.node, "error": r.error,
             "clip": r.record.outputs["clip"].sha256 if r.record else None,
+            "log": _log_of(r),
         })
     counts = sched.counts()
+    who = who or run_identity()
     return {
         "story": plan.story,
         "run_id": run_id,
         "status": status,
         "store": store.url,
-        "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **who,
+        "started": _utc(started),
+        "updated": _utc(datetime.now(timezone.utc)),
         "seconds": round(time.monotonic() - t0, 3),
+        "running": _running(sched),
+        "eta_seconds": round(eta(sched), 1) if status == "running" else 0.0,
         "tasks": tasks,
         "branches": [
             {"name": b.name, "status": b.status, "cached": b.cached, "frames": b.frames,
@@ -562,7 +644,9 @@ def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status:
             for b in sched.branches
         ],
         "failures": [
-            {"id": x["id"], "error": x["error"], "node": x["node"], "retries": x["retries"]}
+            {"id": x["id"], "shot": x["shot"], "error": x["error"], "node": x["node"],
+             "retries": x["retries"], "log": x["log"],
+             "traceback": sched.runs[x["id"]].traceback}
             for x in tasks if x["status"] == FAILED
         ],
         "corrupt": sched.corrupt,
@@ -573,6 +657,8 @@ def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status:
             "rendered": counts["rendered"],
             "failed": counts["failed"],
             "blocked": counts["blocked"],
+            "running": counts["running"],
+            "pending": counts["pending"] + counts["ready"],
             "retries": sum(x["retries"] for x in tasks),
             "requeued": sum(x["requeued"] for x in tasks),
             "model_switches": sched.model_switches(),

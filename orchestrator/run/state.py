@@ -41,6 +41,8 @@ class TaskRun:
     not_before: float = 0.0
     avoid: int | None = None  # worker id it last failed on
     started: float | None = None
+    log: str | None = None  # sha256 of the last failed attempt's log (a record names its own)
+    traceback: str | None = None  # the last failed attempt's full traceback
 
     @property
     def retries(self) -> int:
@@ -141,6 +143,7 @@ class RunState:
     def rendered(self, run: TaskRun, record: ActionRecord) -> list[TaskRun]:
         """A task's record is in: its pending dependents become ready (returned)."""
         run.status, run.record, run.error = RENDERED, record, None
+        run.log = run.traceback = None
         run.seconds, run.load_seconds, run.node = record.seconds, record.load_seconds, record.node
         out = []
         for dep in self.plan.dependents[run.task.id]:

@@ -11,8 +11,9 @@ Three operations on any :class:`~orchestrator.store.Store` (local or S3), used b
 * :func:`plan_gc` / :func:`apply_gc`: delete what the recent runs of each story cannot reach.
 
 What a run *reaches*: the action records of its tasks and of its branch masters (their keys are
-in the run record), every blob those records name (clip, last frame, master), and the clip and
-master digests the run record names itself.
+in the run record), every blob those records name (clip, last frame, poster, log, master), and
+the clip, log and master digests the run record names itself (a failed task's log is named only
+there).
 
 What gc keeps, for each story:
 
@@ -174,6 +175,7 @@ class Run:
             if isinstance(t, dict):
                 _add(keys, t.get("key"))
                 _add(digests, t.get("clip"))
+                _add(digests, t.get("log"))
         for b in doc.get("branches") or []:
             if isinstance(b, dict):
                 _add(keys, b.get("key"))
@@ -182,10 +184,12 @@ class Run:
 
 
     def roles(self) -> dict[str, str]:
-        """Blob digests the run record names -> clip or master."""
+        """Blob digests the run record names -> clip, log or master."""
         doc = self.doc or {}
-        out = {t["clip"]: "clip" for t in doc.get("tasks") or []
-               if isinstance(t, dict) and isinstance(t.get("clip"), str)}
+        out = {t["log"]: "log" for t in doc.get("tasks") or []
+               if isinstance(t, dict) and isinstance(t.get("log"), str)}
+        out.update({t["clip"]: "clip" for t in doc.get("tasks") or []
+                    if isinstance(t, dict) and isinstance(t.get("clip"), str)})
         out.update({b["master"]: "master" for b in doc.get("branches") or []
                     if isinstance(b, dict) and isinstance(b.get("master"), str)})
         return out
@@ -275,6 +279,9 @@ def stats(store: Store) -> dict[str, Any]:
     """Objects and bytes in the store, by kind and per story."""
     snap = snapshot(store)
     roles = snap.roles()
+    for run in snap.runs:  # blobs only run records name: a failed render's log
+        for digest, role in run.roles().items():
+            roles.setdefault(digest, role)
     by_role: dict[str, list[Obj]] = defaultdict(list)
     for digest, o in snap.blobs.items():
         by_role[roles.get(digest, "unreferenced")].append(o)
@@ -298,6 +305,7 @@ def stats(store: Store) -> dict[str, Any]:
                 role: _count(snap.blobs[d] for d in present
                              if (roles.get(d) or named.get(d)) == name)
                 for role, name in (("clips", "clip"), ("last_frames", "last_frame"),
+                                   ("posters", "poster"), ("logs", "log"),
                                    ("masters", "master"))
             },
             "bytes": sum(snap.blobs[d].size for d in present),
@@ -309,6 +317,8 @@ def stats(store: Store) -> dict[str, Any]:
             **_count(snap.blobs.values()),
             "clips": _count(by_role.get("clip", [])),
             "last_frames": _count(by_role.get("last_frame", [])),
+            "posters": _count(by_role.get("poster", [])),
+            "logs": _count(by_role.get("log", [])),
             "masters": _count(by_role.get("master", [])),
             "unreferenced": _count(by_role.get("unreferenced", [])),
         },
