@@ -4,6 +4,7 @@ only its own story, and a no-op night over S3 makes few requests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from dataclasses import replace
@@ -320,6 +321,16 @@ def test_ctrl_c_finalises_every_story_s_record(ray_cluster, tmp_path):
                      str(tmp_path / "out"), "--plain", "--max-workers", "2"],
                     address=ray_cluster.address, per_frame_s=0.4, log=tmp_path / "night.log")
     wait_for(lambda: len(local_records(store, keys)) >= 3, 240, "three finished shots")
+
+    def live() -> bool:  # a story's run record shows its progress while the night runs
+        for r in (store / "runs").glob("*/*.json"):
+            with contextlib.suppress(ValueError):
+                doc = json.loads(r.read_text())
+                if doc["status"] == "running" and doc["totals"]["rendered"] >= 1:
+                    return True
+        return False
+
+    wait_for(live, 120, "a live run record with a rendered shot")
     p.send_signal(signal.SIGINT)
     assert p.wait(timeout=60) == 1, (tmp_path / "night.log").read_text()
     for name in ("alpha", "bravo"):
