@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 
 class MediaError(RuntimeError):
@@ -111,6 +112,13 @@ class ClipInfo:
         return bool(self.keyframes) and self.keyframes[0] == 0
 
 
+class _Timing(NamedTuple):
+    """Of a packet, what :class:`ClipInfo` is made of when its packets are not kept."""
+
+    duration: int
+    keyframe: bool
+
+
 def probe(path: str | os.PathLike[str], *, packets: bool = False) -> ClipInfo:
     """Describe the first video stream of ``path``; ``packets=True`` keeps every packet."""
     import av
@@ -125,12 +133,20 @@ def probe(path: str | os.PathLike[str], *, packets: bool = False) -> ClipInfo:
             stream = container.streams.video[0]
             ctx = stream.codec_context
             has_audio = bool(container.streams.audio)
-            pkts = [
-                Packet(pts=p.pts, dts=p.dts, duration=int(p.duration or 0), size=p.size,
-                       crc=f"0x{zlib.adler32(bytes(p), 0):08x}", keyframe=bool(p.is_keyframe))
-                for p in container.demux(stream)
-                if p.size  # the demuxer's final empty packet
-            ]
+            if packets:
+                pkts = [
+                    Packet(pts=p.pts, dts=p.dts, duration=int(p.duration or 0), size=p.size,
+                           crc=f"0x{zlib.adler32(bytes(p), 0):08x}",
+                           keyframe=bool(p.is_keyframe))
+                    for p in container.demux(stream)
+                    if p.size  # the demuxer's final empty packet
+                ]
+            else:  # what the info needs, without copying and checksumming every payload
+                pkts = [
+                    _Timing(int(p.duration or 0), bool(p.is_keyframe))
+                    for p in container.demux(stream)
+                    if p.size
+                ]
             time_base = stream.time_base
             codec, pix_fmt = ctx.name, ctx.pix_fmt or ""
             width, height = ctx.width, ctx.height

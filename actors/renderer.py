@@ -164,6 +164,10 @@ class ShotRenderer:
             encode_poster,
         )
 
+        if self.backend.writes_nothing:  # a benchmark of the driver: nothing made or stored
+            return ActionRecord(key=task.key, kind="noop", outputs={}, frames=0,
+                                backend=self.backend.name, node=self.node)
+
         check_encoder(task.encoder_build)  # never store another build's bytes under this key
         started = time.perf_counter()
         cond = decode_png(self.store.get_bytes(condition.sha256)) if condition else None

@@ -223,6 +223,33 @@ class NoisyBackend(SleepBackend):
         return _NoisyRenderer(self)
 
 
+class NoopBackend(Backend):
+    """Renders and writes nothing (``writes_nothing``): what is left of a task is the driver's
+    own cost and the actor call. For benchmarks of the driver; registered only by ``use``."""
+
+    name = "noop"
+    version = "1"
+    writes_nothing = True
+
+    def key_params(self, task) -> dict[str, Any]:
+        return {}
+
+    def resources(self, renderer) -> Resources:
+        return Resources(num_cpus=0.0, num_gpus=float(renderer.gpus or 0.0),
+                         custom=custom_resources(renderer))
+
+    def seconds_per_frame(self, renderer, profile) -> float:
+        return 0.0
+
+    def create_renderer(self) -> Renderer:
+        return _NoRenderer()
+
+
+class _NoRenderer(Renderer):
+    def render(self, task, condition) -> Iterator[np.ndarray]:
+        raise AssertionError("a no-op backend's tasks never reach a renderer")
+
+
 class _CountingRenderer(_SleepRenderer):
     def render(self, task, condition) -> Iterator[np.ndarray]:
         # one file per render, never overwritten: the test counts renders of each key

@@ -187,3 +187,33 @@ def test_noop_render_renders_nothing_and_keeps_the_copies(cached: dict[str, Any]
     assert result.report["totals"]["masters_assembled"] == 0
     run = open_store(cached["url"]).get_run("lookup", result.report["run_id"])
     assert run is not None and len(run["records"]) == SEGMENTS * PER_SEGMENT + 2
+
+
+def test_noop_render_sends_a_bounded_number_of_requests(cached: dict[str, Any], tmp_path: Path,
+                                                        monkeypatch) -> None:
+    """The whole no-op render, not only its lookup: listings, the latest run record, the run
+    records it writes and the master checks; no request per task."""
+    import orchestrator.run.render as render_mod
+
+    counts: list[Requests] = []
+    opened = render_mod.open_store
+
+    def counted(*a: Any, **kw: Any) -> Any:
+        store = opened(*a, **kw)
+        counts.append(Requests(store.client))
+        return store
+
+    monkeypatch.setattr(render_mod, "open_store", counted)
+    result = render_story(big_story(), RenderOptions(store=cached["url"], out=str(tmp_path),
+                                                     progress="quiet"))
+    assert result.exit_code == 0 and result.report["totals"]["rendered"] == 0
+    (count,) = counts
+    tasks = SEGMENTS * PER_SEGMENT + 2
+    # GETs: the latest run record, then per master (two) its record and its bytes (verified,
+    # then published to a new --out); PUTs: the run record, at the start and at the end
+    masters = len(result.report["branches"])
+    assert masters == 2
+    assert count.by_op.get("GET", 0) <= 1 + 4 * masters, count.by_op
+    assert count.by_op.get("PUT", 0) <= 2, count.by_op
+    assert count.total <= 60, count.by_op
+    assert count.total * 5 < tasks

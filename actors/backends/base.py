@@ -99,6 +99,11 @@ class Backend(ABC):
     name: ClassVar[str]
     #: Bump when the same inputs would render different pixels: it is part of every key.
     version: ClassVar[str]
+    #: True only for a benchmark's no-op backend (the driver's own cost per task): its
+    #: renderer actor renders, encodes and stores nothing and answers a record of kind
+    #: ``"noop"`` with no outputs, which is never stored, so nothing is cached and no master
+    #: can be made from it. No built-in or installed backend sets it.
+    writes_nothing: ClassVar[bool] = False
 
     def check(self, renderer: RendererSpec, frames: int, profile: Profile) -> list[Issue]:
         """Problems with a shot's resolved settings (frame rules, sizes, missing fields).

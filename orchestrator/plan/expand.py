@@ -23,9 +23,10 @@ from typing import Any
 
 from actors.backends import UnknownBackend, get_backend
 
+from ..spec.gc_paused import gc_paused
 from ..spec.manifest import Profile, RendererSpec, Segment, Story
 from ..spec.storygraph import predecessors, topological_order
-from .keys import derive_seed, digest, render_key_document
+from .keys import KeyMaker, derive_seed, render_key_document
 from .models import Branch, RenderPlan, RenderTask
 
 DEFAULT_MAX_BRANCHES = 256
@@ -76,27 +77,68 @@ def profile_key(profile: Profile, encoder: dict[str, str] | None = None) -> dict
 
 
 def iter_paths(story: Story, to: str | None = None) -> Iterator[list[str]]:
-    """Paths from ``start`` to an ending (or to segment ``to``), default options first."""
+    """Paths from ``start`` to an ending (or to segment ``to``), default options first.
+
+    Each path is made only when it is yielded (the walk keeps a link to its parent step), so
+    a walk costs the length of the paths it yields, not their square."""
     by_id = story.segments_by_id
     reaches: set[str] | None = None
     if to is not None:  # prune to segments that can reach ``to``
         preds = predecessors(story)
-        reaches, stack = {to}, [to]
-        while stack:
-            for p in preds[stack.pop()]:
+        reaches, todo = {to}, [to]
+        while todo:
+            for p in preds[todo.pop()]:
                 if p not in reaches:
                     reaches.add(p)
-                    stack.append(p)
-    stack: list[tuple[str, list[str]]] = [(story.spec.start, [story.spec.start])]
+                    todo.append(p)
+    stack: list[tuple[str, Any]] = [(story.spec.start, None)]  # (segment, parent step)
     while stack:
-        sid, path = stack.pop()
+        step = stack.pop()
+        sid = step[0]
         seg = by_id[sid]
         if sid == to or (to is None and seg.is_ending):
-            yield path
+            yield _unwind(step)
             continue
         nxts = [n for n in seg.successors if reaches is None or n in reaches]
         for nxt in reversed(nxts):
-            stack.append((nxt, [*path, nxt]))
+            stack.append((nxt, step))
+
+
+def _unwind(step: tuple[str, Any]) -> list[str]:
+    path: list[str] = []
+    link: tuple[str, Any] | None = step
+    while link is not None:
+        sid, link = link
+        path.append(sid)
+    path.reverse()
+    return path
+
+
+def first_paths(story: Story) -> dict[str, list[str]]:
+    """Each ending reachable from ``start`` → its first path in :func:`iter_paths` order (the
+    default options first), in the order a default-first walk meets the endings.
+
+    One depth-first walk that visits each segment once: the walk first reaches a segment along
+    its earliest path in that order (a later path through an already visited segment would
+    be a later path to everything after it too), so a segment's parent link on that walk
+    spells its first path. O(segments + edges), however many paths there are."""
+    by_id = story.segments_by_id
+    parent: dict[str, str | None] = {}
+    out: dict[str, list[str]] = {}
+    stack: list[tuple[str, str | None]] = [(story.spec.start, None)]
+    while stack:
+        sid, via = stack.pop()
+        if sid in parent:
+            continue
+        parent[sid] = via
+        seg = by_id[sid]
+        if seg.is_ending:
+            path = [sid]
+            while (up := parent[path[-1]]) is not None:
+                path.append(up)
+            out[sid] = path[::-1]
+        stack.extend((n, sid) for n in reversed(seg.successors))
+    return out
 
 
 def count_paths(story: Story) -> tuple[int, dict[str, int]]:
@@ -113,23 +155,6 @@ def count_paths(story: Story) -> tuple[int, dict[str, int]]:
         seg = by_id[sid]
         frm[sid] = 1 if seg.is_ending else sum(frm[n] for n in seg.successors)
     return frm[story.spec.start], {s: to[s] * frm[s] for s in order}
-
-
-def _endings_default_first(story: Story) -> list[str]:
-    """Endings in the order a default-first walk of the story meets them."""
-    by_id = story.segments_by_id
-    seen: set[str] = set()
-    out: list[str] = []
-    stack = [story.spec.start]
-    while stack:
-        sid = stack.pop()
-        if sid in seen:
-            continue
-        seen.add(sid)
-        if by_id[sid].is_ending:
-            out.append(sid)
-        stack.extend(reversed(by_id[sid].successors))
-    return out
 
 
 def choice_label(seg: Segment, nxt: str) -> str | None:
@@ -187,10 +212,22 @@ def expand(
 
     ``encoder`` is the encoder build the keys name (default: this process's, which needs its
     ffmpeg; :data:`SHAPE_ONLY` for a plan whose keys are not used)."""
+    with gc_paused():
+        return _expand(story, salt, max_branches, max_tasks, encoder)
+
+
+def _expand(
+    story: Story,
+    salt: str,
+    max_branches: int,
+    max_tasks: int,
+    encoder: dict[str, str] | None,
+) -> RenderPlan:
     spec = story.spec
     profile = spec.profile
     encoder = encoder or _encoder()
     prof_key = profile_key(profile, encoder)
+    keys = KeyMaker(salt=salt, profile=prof_key)
     story_renderer = spec.renderer.merged_over(BUILTIN_RENDERER)
     problems: list[tuple[Path_, str]] = []
     seg_index = {s.id: i for i, s in enumerate(spec.segments)}
@@ -203,7 +240,10 @@ def expand(
         si = seg_index[sid]
         for j, shot in enumerate(spec.segments[si].shots):
             where: Path_ = ("spec", "segments", si, "shots", j)
-            renderer = shot.renderer.merged_over(story_renderer)
+            renderer = (  # a shot that overrides nothing shares the story's resolved renderer
+                shot.renderer.merged_over(story_renderer)
+                if shot.renderer.model_fields_set else story_renderer
+            )
             frames = frame_count(shot.duration, profile.fps)
             try:
                 backend = get_backend(renderer.backend or "previz")
@@ -261,7 +301,7 @@ def expand(
             for k, up in enumerate(ups, start=1):
                 tid = shot.id if len(ups) == 1 else f"{shot.id}~{k}"
                 task = _make_task(
-                    tid, shot, seg.id, renderer, frames, profile, prof_key, spec.seed, salt,
+                    tid, shot, seg.id, renderer, frames, profile, prof_key, spec.seed, keys,
                     tasks[up] if up else None, note,
                 )
                 tasks[tid] = task
@@ -306,15 +346,14 @@ def _make_task(
     profile: Profile,
     prof_key: dict[str, Any],
     base_seed: int,
-    salt: str,
+    keys: KeyMaker,
     upstream: RenderTask | None,
     note: str | None = None,
 ) -> RenderTask:
     backend = get_backend(renderer.backend or "previz")
     seed = shot.seed if shot.seed is not None else derive_seed(base_seed, shot.prompt)
-    draft = RenderTask(
+    fields: dict[str, Any] = dict(
         id=tid,
-        key="",
         shot=shot.id,
         segment=segment,
         prompt=shot.prompt,
@@ -330,7 +369,22 @@ def _make_task(
         encoder_build=prof_key["encode"].get("encoder_build"),
         note=note,
     )
-    return draft.model_copy(update={"key": digest(key_inputs(draft, salt, prof_key))})
+    # The backend reads the task's fields for its key parameters: an unvalidated draft, then
+    # the task validated once with its key.
+    draft = RenderTask.model_construct(key="", **fields)
+    key = keys.key(
+        backend=backend.name,
+        backend_version=backend.version,
+        model=renderer.model,
+        revision=renderer.revision,
+        params=backend.key_params(draft),
+        prompt=draft.prompt,
+        negative_prompt=draft.negative_prompt,
+        seed=seed,
+        frames=frames,
+        upstream=draft.upstream_key,
+    )
+    return RenderTask(key=key, **fields)
 
 
 def key_inputs(task: RenderTask, salt: str, prof_key: dict[str, Any]) -> dict[str, Any]:
@@ -375,7 +429,7 @@ def _branches(
             )
         paths = list(iter_paths(story))
     elif spec.masters == "endings":
-        paths = [next(iter_paths(story, to=e)) for e in _endings_default_first(story)]
+        paths = list(first_paths(story).values())
     else:
         paths = [list(p) for p in spec.masters]
 

@@ -53,20 +53,55 @@ def _nfc(value: Any) -> Any:
     raise TypeError(f"cannot put {type(value).__name__} in a cache key")
 
 
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+def _check_keys(value: Any) -> None:
+    """Refuses a mapping key that is not a string (``json`` would turn ``1`` into ``"1"``, so
+    two different documents would share a key)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for k in item:
+                if not isinstance(k, str):
+                    raise TypeError(f"cache key documents have string keys, not {k!r}")
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
+def _encode(value: Any) -> str:
+    """Canonical text of ``value``, its mapping keys not checked."""
+    try:
+        text = _ENCODER.encode(value)
+        if not text.isascii():  # ASCII text is already NFC; only the rest is normalised
+            text = _ENCODER.encode(_nfc(value))
+    except ValueError as e:  # NaN or infinity (or a value that contains itself)
+        raise ValueError(f"cannot put this value in a cache key: {e}") from e
+    return text
+
+
+def canonical_text(value: Any) -> str:
+    """:func:`canonical_json` as text."""
+    text = _encode(value)  # first: the encoder refuses a value that contains itself
+    _check_keys(value)
+    return text
+
+
 def canonical_json(value: Any) -> bytes:
     """The canonical encoding every key is hashed from.
 
     The standard encoder with sorted keys, no whitespace and UTF-8 text (not ``\\u`` escapes);
     strings NFC-normalised first. Floats are written by ``float.__repr__`` (what ``json`` uses),
-    so ``5.0`` and ``5`` differ; NaN and infinities are refused.
+    so ``5.0`` and ``5`` differ; NaN and infinities are refused, and so are mapping keys that
+    are not strings. The C encoder runs once on the value as given; only when its output has a
+    non-ASCII character (so a string might not be NFC) are the strings normalised and the value
+    encoded again.
     """
-    try:
-        text = json.dumps(
-            _nfc(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    except ValueError as e:
-        raise ValueError(f"non-finite float in a cache key: {e}") from e
-    return text.encode("utf-8")
+    return canonical_text(value).encode("utf-8")
 
 
 def digest(value: Any) -> str:
@@ -114,6 +149,52 @@ def render_key_document(
 def render_key(**fields: Any) -> str:
     """The render key of one task; see :func:`render_key_document` for the fields."""
     return digest(render_key_document(**fields))
+
+
+class KeyMaker:
+    """:func:`render_key` for the many tasks of one plan, with the fields every task shares
+    (``salt`` and ``profile``) encoded once.
+
+    The text hashed is byte for byte that of :func:`render_key_document`: the document's keys
+    sorted, the shared fields spliced in at their sorted places between the encoded parts.
+    """
+
+    def __init__(self, *, salt: str, profile: dict[str, Any]) -> None:
+        self._salt = canonical_text(salt)
+        self._profile = canonical_text(profile)
+
+    def key(
+        self,
+        *,
+        backend: str,
+        backend_version: str,
+        model: str | None,
+        revision: str | None,
+        params: dict[str, Any],
+        prompt: str,
+        negative_prompt: str,
+        seed: int,
+        frames: int,
+        upstream: str | None,
+    ) -> str:
+        # Sorted order: backend, frames, model, params, profile, prompt, salt, schema, seed,
+        # upstream.
+        head = _encode(
+            {
+                "backend": {"name": backend, "version": backend_version},
+                "frames": frames,
+                "model": {"id": model, "revision": revision},
+                "params": params,
+            }
+        )
+        _check_keys(params)  # the other fields are this method's own string-keyed mappings
+        middle = _encode({"prompt": {"text": prompt, "negative": negative_prompt}})
+        tail = _encode({"schema": KEY_SCHEMA, "seed": seed, "upstream": upstream})
+        text = (
+            f'{head[:-1]},"profile":{self._profile},{middle[1:-1]},'
+            f'"salt":{self._salt},{tail[1:]}'
+        )
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 ASSEMBLY_VERSION = 1

@@ -27,6 +27,7 @@ from actors.renderer import reelfarm_version
 
 from ..plan.expand import expand
 from ..plan.models import RenderPlan
+from ..spec.gc_paused import gc_paused
 from ..spec.manifest import Story
 from ..spec.storygraph import segment_graph
 from ..store import BlobMissing, CorruptBlob, Store, StoreError, open_store
@@ -336,16 +337,18 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     with _Signals() as sig:
         status = "running"
         try:
-            sched.lookup(set(opts.force))
-            explain(plan, sched.runs, store, story_seed=story.spec.seed, force=opts.force)
-            # A run record exists from the start, naming the masters this run may reuse, so
-            # that `cache gc` never deletes what this run needs.
-            sched.master_keys()
-            store.put_run(plan.story, run_id,
-                          _stored(sched, _report(sched, run_id, started, t0, status, store,
-                                                 who), graph))
+            with gc_paused():  # bounded bursts of allocation (see spec/gc_paused.py)
+                sched.lookup(set(opts.force))
+                explain(plan, sched.runs, store, story_seed=story.spec.seed, force=opts.force)
+                # A run record exists from the start, naming the masters this run may reuse,
+                # so that `cache gc` never deletes what this run needs.
+                sched.master_keys()
+                store.put_run(plan.story, run_id,
+                              _stored(sched, _report(sched, run_id, started, t0, status, store,
+                                                     who), graph))
             try:
-                sched.lookup_masters()
+                with gc_paused():
+                    sched.lookup_masters()
                 if sched.needs_cluster():
                     connect_ray(opts.address)
                     sig.install()
@@ -367,7 +370,9 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
             sig.defer()
             progress.stop()
             live.close()  # no live write after this: the final record comes next
-            result = _finish(sched, store, out, run_id, started, t0, status, errors, who, graph)
+            with gc_paused():
+                result = _finish(sched, store, out, run_id, started, t0, status, errors, who,
+                                 graph)
         except BaseException as err:
             sig.defer()
             progress.stop()

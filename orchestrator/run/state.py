@@ -92,7 +92,10 @@ class RunState:
         """The last frame a task is conditioned on (its upstream's), or None."""
         if run.task.upstream is None:
             return None
-        return self.runs[run.task.upstream].record.outputs["last_frame"]
+        record = self.runs[run.task.upstream].record
+        if record.kind == "noop":  # a benchmark's no-op backend made nothing to condition on
+            return None
+        return record.outputs["last_frame"]
 
     def needs_cluster(self) -> bool:
         return any(r.status != CACHED for r in self.runs.values()) or any(

@@ -36,6 +36,7 @@ from yaml.scanner import Scanner
 
 from . import pydantic_errors, storygraph
 from .errors import Loc, ManifestInvalid, Problem, format_path
+from .gc_paused import gc_paused
 from .manifest import Story
 
 MAX_MANIFEST_BYTES = 2 * 1024 * 1024
@@ -55,10 +56,24 @@ _PLAIN_SCALARS = {f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null", 
 
 @dataclass(frozen=True)
 class _Document:
-    """Where each field of one manifest was written."""
+    """Where each field of one manifest was written.
+
+    A loaded manifest keeps its text, not its nodes (with their marks, several objects per
+    value: most of a large story's memory); the nodes are composed again on the first
+    :meth:`locate`, which only a plan-time problem asks for.
+    """
 
     source: str
     root: Node | None = field(default=None, repr=False, compare=False)
+    text: str | None = field(default=None, repr=False, compare=False)
+    _composed: list[Node | None] = field(default_factory=list, repr=False, compare=False)
+
+    def _root(self) -> Node | None:
+        if self.root is not None or self.text is None:
+            return self.root
+        if not self._composed:
+            self._composed.append(_compose(self.source, self.text))
+        return self._composed[0]
 
     def locate(self, path: Sequence[str | int]) -> tuple[int | None, int | None]:
         """1-based (line, column) of ``path``, or of its deepest part that was written.
@@ -67,7 +82,7 @@ class _Document:
         item at the item. A path that was not written (a missing field) points at the mapping
         that should hold it. ``(None, None)`` when there is no document.
         """
-        node = self.root
+        node = self._root()
         if node is None:
             return None, None
         mark = node.start_mark
@@ -122,7 +137,11 @@ def load_manifest(source: str | os.PathLike[str], data: bytes | None = None) -> 
     name = os.fspath(source)
     if data is None:
         data = _read(name)
-    text = _decode(name, data)
+    with gc_paused():
+        return _load(name, _decode(name, data))
+
+
+def _load(name: str, text: str) -> Manifest:
     doc = _Document(name, _compose(name, text))
     if doc.root is None:
         raise ManifestInvalid([Problem(name, None, None, "", "the manifest is empty")])
@@ -134,11 +153,12 @@ def load_manifest(source: str | os.PathLike[str], data: bytes | None = None) -> 
             doc.problem((), "the top level must be a mapping (apiVersion, kind, metadata, spec)")
         )
         _raise(problems)
-    return _validate(doc, value, problems, tree.settled)
+    return _validate(doc, text, value, problems, tree.settled)
 
 
 def _validate(
-    doc: _Document, value: dict[str, Any], problems: list[Problem], settled: list[Loc]
+    doc: _Document, text: str, value: dict[str, Any], problems: list[Problem],
+    settled: list[Loc],
 ) -> Manifest:
     """Run the models and the story rules; a path reported once is not reported again below."""
     story: Story | None = None
@@ -160,7 +180,7 @@ def _validate(
     problems.extend(p for loc, p in found if not _under_any(loc, settled))
     if problems or story is None:
         _raise(problems)
-    return Manifest(story, doc.source, doc)
+    return Manifest(story, doc.source, _Document(doc.source, text=text))
 
 
 def _under_any(loc: Loc, prefixes: Sequence[Loc]) -> bool:
@@ -274,15 +294,31 @@ if yaml.__with_libyaml__:
     from yaml._yaml import CParser
 
     class _CLoader(_Bounded, CParser, Resolver):
-        """libyaml's parser (events, with marks) under the same Python composer: faster."""
+        """libyaml's parser (events, with marks) under the same Python composer."""
 
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
             self._start_bounds()
 
+    class _CComposer(CParser, Resolver):
+        """libyaml's parser and composer: nodes with marks, composed in C, bounds unchecked."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            Resolver.__init__(self)
+
     _Loader: type[_Bounded] = _CLoader
 else:  # pragma: no cover - PyYAML is normally built with libyaml
     _Loader = _PyLoader
+
+_INDICATORS = "-?:,[{"
+
+
+def _most_values(text: str) -> int:
+    """An upper bound on the values (nodes) ``text`` composes to: every value but the root is
+    introduced by an indicator (``-``, ``?``, ``:``, ``,``, ``[``, ``{``), and none introduces
+    more than two (a mapping and its first key, or a key and its value)."""
+    return 2 * sum(text.count(c) for c in _INDICATORS) + 1
 
 
 def _compose(name: str, text: str) -> Node | None:
@@ -292,12 +328,54 @@ def _compose(name: str, text: str) -> Node | None:
         col = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
         reason = f"character U+{ord(bad.group()):04X} is not allowed in YAML"
         raise ManifestInvalid([Problem(name, line, col, "", reason)])
+    if _Loader is not _PyLoader and _most_values(text) <= 2 * MAX_NODES:
+        root = _compose_in_c(text)
+        if root is not _REFUSED:
+            return root
+    # Composed event by event, so that the first refusal is reported where it is.
     try:
         return _compose_with(_Loader, text)
     except MarkedYAMLError as exc:
         raise _yaml_problem(name, _own_bound_before(text, exc) or exc) from None
     except YAMLError as exc:  # pragma: no cover - every YAML error above is marked
         raise ManifestInvalid([Problem(name, None, None, "", f"YAML: {exc}")]) from None
+
+
+_REFUSED = ScalarNode("", "")
+
+
+def _compose_in_c(text: str) -> Node | None:
+    """The document composed by libyaml, or :data:`_REFUSED` when it is not YAML or breaks a
+    bound: an alias, nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_NODES`
+    values.
+
+    The caller then composes a refused text again, event by event, to report its first problem
+    at its place; only bad manifests pay for that. Only texts whose :func:`_most_values` is at
+    most twice :data:`MAX_NODES` come here, so libyaml never builds more nodes than that.
+    """
+    loader = _CComposer(text)
+    try:
+        root = loader.get_single_node()
+    except YAMLError:
+        return _REFUSED
+    finally:
+        loader.dispose()
+    if root is None:
+        return None
+    seen: set[int] = set()
+    stack: list[tuple[Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen or depth > MAX_DEPTH:  # a node met twice is an alias
+            return _REFUSED
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            stack.extend((n, depth + 1) for pair in node.value for n in pair)
+        elif isinstance(node, SequenceNode):
+            stack.extend((n, depth + 1) for n in node.value)
+    if len(seen) > MAX_NODES:
+        return _REFUSED
+    return root
 
 
 def _compose_with(loader_type: type[_Bounded], text: str) -> Node | None:

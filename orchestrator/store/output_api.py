@@ -6,12 +6,34 @@ A leaf of its own, so that :mod:`.outputs` (which opens destinations) and :mod:`
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from typing import Any
 
 from .base import BlobRef, Store, check_rel
 
 OUTPUT_REFUSAL = "refusing output path"
+
+
+def json_text(doc: Any) -> str:
+    """``doc`` as readable JSON written by the C encoder (an indented ``json.dumps`` is the
+    pure-Python encoder: seconds for a 10,000-task report): a top-level mapping one key a line,
+    a list under it one item a line, anything deeper on that item's line."""
+    if not isinstance(doc, dict) or not doc:
+        return json.dumps(doc) + "\n"
+    lines = ["{"]
+    for i, (k, v) in enumerate(doc.items()):
+        end = "," if i + 1 < len(doc) else ""
+        key = json.dumps(str(k))
+        if isinstance(v, list) and v:
+            lines.append(f"  {key}: [")
+            lines.extend(f"    {json.dumps(x)}{',' if j + 1 < len(v) else ''}"
+                         for j, x in enumerate(v))
+            lines.append(f"  ]{end}")
+        else:
+            lines.append(f"  {key}: {json.dumps(v)}{end}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
 
 class Output(ABC):

@@ -10,7 +10,7 @@ from typing import Any
 from ..spec.urls import BadLocation, local_path, redact_url
 from .base import BlobRef, Store, StoreError, sha256_file
 from .files import check_dir_writable, write_atomic
-from .output_api import Output, check_output_rel
+from .output_api import Output, check_output_rel, json_text
 
 
 class LocalOutput(Output):
@@ -19,7 +19,7 @@ class LocalOutput(Output):
         self.url = str(self.root)
 
     def put_json(self, rel: str, doc: Any) -> None:
-        data = (json.dumps(doc, indent=2) + "\n").encode()
+        data = json_text(doc).encode()
         write_atomic(self.root / check_output_rel(rel), lambda f: f.write(data))
 
     def put_bytes(self, rel: str, data: bytes, content_type: str) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import CHUNK, BlobMissing, BlobRef, CorruptBlob, Store, StoreError, blob_path
-from .output_api import Output, check_output_rel
+from .output_api import Output, check_output_rel, json_text
 from .s3 import S3Store, _hex_to_b64, parse_s3_url
 
 MAX_COPY_BYTES = 5 * (1 << 30)  # CopyObject's limit; larger blobs are streamed instead
@@ -136,7 +136,7 @@ class S3Output(Output):
 
     # -- documents --------------------------------------------------------------------------
     def put_json(self, rel: str, doc: Any) -> None:
-        data = (json.dumps(doc, indent=2) + "\n").encode()
+        data = json_text(doc).encode()
         self._s3._put_small(self.key_for(rel), data, "application/json")
 
     def get_json(self, rel: str) -> Any | None:
