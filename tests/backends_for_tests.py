@@ -248,3 +248,31 @@ class NoopBackend(Backend):
 class _NoRenderer(Renderer):
     def render(self, task, condition) -> Iterator[np.ndarray]:
         raise AssertionError("a no-op backend's tasks never reach a renderer")
+
+
+class _CountingRenderer(_SleepRenderer):
+    def render(self, task, condition) -> Iterator[np.ndarray]:
+        # one file per render, never overwritten: the test counts renders of each key
+        Path(self.b.count_dir, f"{task.key}.{os.getpid()}.{time.time_ns()}").touch()
+        yield from super().render(task, condition)
+
+
+class CountingBackend(SleepBackend):
+    """A ``SleepBackend`` that leaves ``<count_dir>/<key>.<pid>.<ns>`` for every render it
+    starts (see :func:`renders`)."""
+
+    def __init__(self, name: str, count_dir: str, **kw: Any) -> None:
+        super().__init__(name, **kw)
+        self.count_dir = count_dir
+
+    def create_renderer(self) -> Renderer:
+        return _CountingRenderer(self)
+
+
+def renders(count_dir) -> dict[str, int]:
+    """Renders started by a ``CountingBackend``, by render key."""
+    out: dict[str, int] = {}
+    for p in Path(count_dir).iterdir():
+        key = p.name.split(".")[0]
+        out[key] = out.get(key, 0) + 1
+    return out

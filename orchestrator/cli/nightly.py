@@ -60,7 +60,9 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
     whose shots and masters are all cached and already published is left alone (nothing
     renders, nothing is written);
     a changed story renders only its new shots and re-assembles only the branches that hold
-    them. An invalid manifest or a failing story is reported and the others still render.
+    them. The changed stories render as one job on one pool of renderers: a shot several
+    stories share (the same render key) renders once. An invalid manifest or a failing story
+    is reported and the others still render.
     A table of stories is printed, and the run's summary is written to
     <out>/nightly-<run id>.json.
     Exit 0 when every story is rendered or unchanged (or the file skipped), 1 when any failed

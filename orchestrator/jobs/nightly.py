@@ -1,19 +1,25 @@
 """``reelfarm nightly``: render every story under a prefix, incrementally.
 
-For each manifest under ``PREFIX`` (an ``s3://`` prefix or a local directory, searched
+Every manifest under ``PREFIX`` (an ``s3://`` prefix or a local directory, searched
 recursively for ``.yaml``, ``.yml`` and ``.json`` files), in name order:
 
 1. a file that is not a ``reelfarm/v1`` Story (no ``apiVersion: reelfarm/v1`` with
    ``kind: Story``: a draft, a JSON Schema, any other YAML) is ``skipped`` and listed; a file
    that claims to be one is loaded and validated, and an invalid one is reported (``invalid``,
    which fails the night) while the run goes on;
-2. plan it against the store and look every render key and master up (batched requests);
-3. when every clip and every master is cached and ``<out>/<story>/`` already holds exactly the
-   masters and ``branches.json`` this plan publishes, the story is ``unchanged``: nothing is
-   rendered, nothing is written, not even a run record;
-4. otherwise render it with :func:`~orchestrator.render.render_story` into ``<out>/<story>/``:
-   only the tasks whose keys are new render, only the branches containing them are assembled,
-   and only masters whose bytes changed are published.
+2. every valid story is planned, and all of them joined into one job
+   (:mod:`orchestrator.run.combined`): every render key and master of the night is looked up
+   at once (batched requests, one listing for all stories);
+3. when every clip and every master of a story is cached and ``<out>/<story>/`` already holds
+   exactly the masters and ``branches.json`` its plan publishes, the story is ``unchanged``:
+   nothing is rendered, nothing is written, not even a run record;
+4. the other stories render together, on one pool of warm renderer actors: only the tasks
+   whose keys are new render, a key shared by several stories once; only the branches
+   containing them are assembled; and each story is finished into ``<out>/<story>/`` as
+   :func:`~orchestrator.run.render.render_story` finishes one (masters whose bytes changed,
+   ``branches.json``, ``report.json``, its run record).
+
+``NightlyOptions(combined=False)`` renders the stories one after the other instead.
 
 One story's failure (invalid manifest, failed shots, a store or cluster error) never stops the
 others. The summary (``nightly-<run id>.json`` under ``<out>``) lists every story with its
@@ -74,6 +80,8 @@ class NightlyOptions:
     suffixes: tuple[str, ...] = MANIFEST_SUFFIXES
     include: tuple[str, ...] = ()  # globs over paths under the prefix; empty: every file
     exclude: tuple[str, ...] = ()
+    # every story as one job (one lookup, one pool, shared shots once); False: one by one
+    combined: bool = True
 
 
 @dataclass
@@ -349,13 +357,19 @@ class _Planned(Output):
 def is_unchanged(story, store: Store, out: Output) -> bool:
     """True when rendering ``story`` would render nothing, assemble nothing and publish
     nothing that ``out`` does not already hold."""
-    from ..run.render import _publish_masters
-
     plan = plan_story(story, store)
     sched = Scheduler(plan, store, store_url=store.url)
     sched.masters.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
     sched.lookup()
     sched.lookup_masters()
+    return _unchanged(sched, store, out)
+
+
+def _unchanged(sched, store: Store, out: Output) -> bool:
+    """:func:`is_unchanged` of a looked-up run (a :class:`Scheduler`, or one story's
+    :class:`~orchestrator.run.combined.StoryView` of a combined one)."""
+    from ..run.render import _publish_masters
+
     if sched.needs_cluster():
         return False
     planned = _Planned()
@@ -368,59 +382,33 @@ def is_unchanged(story, store: Store, out: Output) -> bool:
     return all(_is_published(out, rel, ref) for rel, ref in planned.blobs)
 
 
-def _render_one(source: str, opts: NightlyOptions, names: dict[str, str]) -> StoryOutcome:
-    from ..plan.expand import PlanError
+def _load_story(source: str, opts: NightlyOptions, names: dict[str, str],
+                outcome: StoryOutcome):
+    """The manifest at ``source`` when it is a valid story whose name no earlier file took;
+    otherwise ``None``, with ``outcome`` saying why."""
+    m = _load(source, opts.s3_endpoint, outcome)
+    if m is None:
+        return None
+    name = m.story.metadata.name
+    outcome.story = name
+    if name in names:
+        outcome.status = INVALID
+        outcome.problems = [f"{source}: metadata.name: story {name!r} is also defined in "
+                            f"{names[name]}; story names must be unique under the prefix"]
+        return None
+    names[name] = source
+    outcome.out = _join(opts.out, name)
+    return m
 
+
+def _render_one(source: str, opts: NightlyOptions, names: dict[str, str]) -> StoryOutcome:
+    """One story on its own: load, check whether it changed, render it."""
     t0 = time.monotonic()
     outcome = StoryOutcome(source=source, status=FAILED)
     try:
-        m = _load(source, opts.s3_endpoint, outcome)
-        if m is None:
-            return outcome
-        name = m.story.metadata.name
-        outcome.story = name
-        if name in names:
-            outcome.status = INVALID
-            outcome.problems = [f"{source}: metadata.name: story {name!r} is also defined in "
-                                f"{names[name]}; story names must be unique under the prefix"]
-            return outcome
-        names[name] = source
-        out_url = _join(opts.out, name)
-        outcome.out = out_url
-        store = open_store(opts.store, s3_endpoint=opts.s3_endpoint)
-        out = open_output(out_url, s3_endpoint=opts.s3_endpoint)
-        try:
-            try:
-                unchanged = is_unchanged(m.story, store, out)
-            except PlanError as e:
-                outcome.status = INVALID
-                outcome.problems = [str(m.problem(path, msg)) for path, msg in e.problems]
-                return outcome
-            if unchanged:
-                plan = plan_story(m.story, store)
-                outcome.status = UNCHANGED
-                outcome.tasks = outcome.cached = len(plan.tasks)
-                outcome.masters = len(plan.branches)
-                return outcome
-        finally:
-            store.close()
-            close = getattr(out, "close", None)
-            if close is not None:
-                close()
-        result = render_story(m.story, RenderOptions(
-            store=opts.store, s3_endpoint=opts.s3_endpoint, out=out_url, address=opts.address,
-            scheduler=opts.scheduler, progress=opts.progress,
-        ))
-        r = result.report
-        t = r["totals"]
-        outcome.run_id = r["run_id"]
-        outcome.tasks, outcome.rendered, outcome.cached = t["unique"], t["rendered"], t["cached"]
-        outcome.failed, outcome.blocked = t["failed"], t["blocked"]
-        outcome.masters, outcome.masters_assembled = t["masters"], t["masters_assembled"]
-        outcome.status = RENDERED if result.exit_code == 0 else FAILED
-        outcome.problems = [f"{f['id']}: {f['error']}" for f in r["failures"]]
-        if result.exit_code != 0 and not outcome.problems:
-            outcome.problems = list(r.get("errors") or []) or [f"render {r['status']}"]
+        m = _load_story(source, opts, names, outcome)
+        if m is not None:
+            _render_alone(m, opts, outcome)
         return outcome
     except Exception as e:  # noqa: BLE001 - one story's failure never stops the others
         outcome.status = FAILED
@@ -428,6 +416,162 @@ def _render_one(source: str, opts: NightlyOptions, names: dict[str, str]) -> Sto
         return outcome
     finally:
         outcome.seconds = round(time.monotonic() - t0, 3)
+
+
+def _render_alone(m, opts: NightlyOptions, outcome: StoryOutcome) -> None:
+    from ..plan.expand import PlanError
+
+    assert outcome.out is not None
+    store = open_store(opts.store, s3_endpoint=opts.s3_endpoint)
+    out = open_output(outcome.out, s3_endpoint=opts.s3_endpoint)
+    try:
+        try:
+            unchanged = is_unchanged(m.story, store, out)
+        except PlanError as e:
+            outcome.status = INVALID
+            outcome.problems = [str(m.problem(path, msg)) for path, msg in e.problems]
+            return
+        if unchanged:
+            plan = plan_story(m.story, store)
+            outcome.status = UNCHANGED
+            outcome.tasks = outcome.cached = len(plan.tasks)
+            outcome.masters = len(plan.branches)
+            return
+    finally:
+        store.close()
+        _close(out)
+    result = render_story(m.story, RenderOptions(
+        store=opts.store, s3_endpoint=opts.s3_endpoint, out=outcome.out, address=opts.address,
+        scheduler=opts.scheduler, progress=opts.progress,
+    ))
+    _rendered(outcome, result)
+
+
+def _rendered(outcome: StoryOutcome, result) -> None:
+    """``outcome`` from a story's render result."""
+    r = result.report
+    t = r["totals"]
+    outcome.run_id = r["run_id"]
+    outcome.tasks, outcome.rendered, outcome.cached = t["unique"], t["rendered"], t["cached"]
+    outcome.failed, outcome.blocked = t["failed"], t["blocked"]
+    outcome.masters, outcome.masters_assembled = t["masters"], t["masters_assembled"]
+    outcome.status = RENDERED if result.exit_code == 0 else FAILED
+    outcome.problems = [f"{f['id']}: {f['error']}" for f in r["failures"]]
+    outcome.problems += [e for e in r.get("errors", []) if e not in outcome.problems]
+    if result.exit_code != 0 and not outcome.problems:
+        outcome.problems = [f"render {r['status']}"]
+
+
+def _close(out: Any) -> None:
+    close = getattr(out, "close", None)
+    if close is not None:
+        close()
+
+
+# -- every story as one job --------------------------------------------------------------------
+
+
+def _render_combined(sources: list[str], opts: NightlyOptions, names: dict[str, str],
+                     on_story) -> list[StoryOutcome]:
+    """Every story under the prefix as one job (:mod:`orchestrator.run.combined`): all valid
+    stories are planned and looked up together; unchanged ones are left alone; the others
+    render on one pool, shots they share rendered once, and each is finished on its own.
+
+    Should the joined run fail as a whole (not a shot, not a story: say the cluster), each
+    story it was rendering is rendered on its own, as a night without joining would."""
+    from ..plan.expand import PlanError
+    from ..run.combined import CombinedRender
+    from ..run.progress import Progress
+    from ..spec.storygraph import segment_graph
+
+    outcomes: list[StoryOutcome] = []
+    stories: dict[str, tuple[StoryOutcome, Any]] = {}  # name -> (outcome, manifest)
+    plans = []
+    t0 = time.monotonic()
+    store = open_store(opts.store, s3_endpoint=opts.s3_endpoint)
+    outs: dict[str, Output] = {}
+
+    def told(outcome: StoryOutcome) -> None:
+        outcome.seconds = round(time.monotonic() - t0, 3)
+        if on_story is not None:
+            on_story(outcome)
+
+    try:
+        for source in sources:
+            outcome = StoryOutcome(source=source, status=FAILED)
+            outcomes.append(outcome)
+            try:
+                m = _load_story(source, opts, names, outcome)
+                if m is not None:
+                    plans.append(plan_story(m.story, store))
+                    stories[m.story.metadata.name] = (outcome, m)
+                    continue
+            except PlanError as e:
+                outcome.status = INVALID
+                outcome.problems = [str(m.problem(path, msg)) for path, msg in e.problems]
+            except Exception as e:  # noqa: BLE001 - one story's failure never stops the others
+                outcome.status, outcome.problems = FAILED, outcome.problems or [_one_line(e)]
+            told(outcome)
+        if not plans:
+            return outcomes
+
+        def alone(names: list[str], why: str) -> list[StoryOutcome]:
+            for name in names:
+                outcome, m = stories[name]
+                try:
+                    _render_alone(m, opts, outcome)
+                except Exception as e:  # noqa: BLE001 - one story's failure stops no other
+                    own = _one_line(e)
+                    outcome.status = FAILED
+                    outcome.problems = [why] if own in why else [why, own]
+                told(outcome)
+            return outcomes
+
+        try:
+            for name, (outcome, _) in stories.items():
+                outs[name] = open_output(outcome.out, s3_endpoint=opts.s3_endpoint)
+            job = CombinedRender(
+                plans, store, outs, s3_endpoint=opts.s3_endpoint, options=opts.scheduler,
+                progress=Progress(opts.progress),
+                seeds={n: m.story.spec.seed for n, (_, m) in stories.items()},
+                graphs={n: segment_graph(m.story) for n, (_, m) in stories.items()})
+            job.lookup()
+        except Exception as e:  # noqa: BLE001 - then each story on its own says what fails
+            return alone(list(stories), _one_line(e))
+        changed = []
+        for plan in plans:
+            outcome = stories[plan.story][0]
+            try:
+                unchanged = _unchanged(job.view(plan.story), store, outs[plan.story])
+            except Exception as e:  # noqa: BLE001 - its output cannot be read: it fails alone
+                outcome.status, outcome.problems = FAILED, [_one_line(e)]
+                told(outcome)
+                continue
+            if unchanged:
+                outcome.status = UNCHANGED
+                outcome.tasks = outcome.cached = len(plan.tasks)
+                outcome.masters = len(plan.branches)
+                told(outcome)
+            else:
+                changed.append(plan.story)
+        if not changed:
+            return outcomes
+        try:
+            results = job.render(changed, {s: new_run_id() for s in changed},
+                                 address=opts.address)
+        except Exception as e:  # noqa: BLE001 - the stories are then rendered one by one
+            why = f"the night's joined run failed: {_one_line(e)}"
+            job.progress.note(f"{why}; rendering each of its stories on its own")
+            return alone(changed, why)
+        for name in changed:
+            outcome = stories[name][0]
+            _rendered(outcome, results[name])
+            told(outcome)
+        return outcomes
+    finally:
+        store.close()
+        for out in outs.values():
+            _close(out)
 
 
 def _one_line(e: Exception) -> str:
@@ -513,6 +657,7 @@ def dry_run(prefix: str, opts: NightlyOptions) -> NightlyPlan:
     store = _existing_store(opts.store, opts.s3_endpoint)
     names: dict[str, str] = {}
     planned: list[PlannedStory] = []
+    plans: list[tuple[PlannedStory, Any]] = []
     try:
         for source in sources:
             outcome = StoryOutcome(source=source, status=FAILED)
@@ -534,11 +679,16 @@ def dry_run(prefix: str, opts: NightlyOptions) -> NightlyPlan:
                 p.status = INVALID
                 p.problems = [str(m.problem(path, msg)) for path, msg in e.problems]
                 continue
-            cached = 0
-            if store is not None:
-                sched = Scheduler(plan, store, store_url=store.url)
-                sched.lookup()
-                cached = sum(1 for r in sched.runs.values() if r.status == "cached")
+            plans.append((p, plan))
+        # every key of the night in one lookup, as the night itself looks them up
+        found: dict[str, Any] = {}
+        if store is not None and plans:
+            from ..store.lookup import lookup
+
+            found = lookup(store, [plan.story for _, plan in plans],
+                           sorted({t.key for _, plan in plans for t in plan.tasks}))
+        for p, plan in plans:
+            cached = sum(1 for t in plan.tasks if not isinstance(found.get(t.key, ""), str))
             p.tasks, p.cached, p.to_render = len(plan.tasks), cached, len(plan.tasks) - cached
             p.masters = len(plan.branches)
             p.status = "to_render" if p.to_render else "cached"
@@ -560,12 +710,15 @@ def run_nightly(prefix: str, opts: NightlyOptions, *, on_story=None) -> NightlyR
     sources = _sources(prefix, opts)
     open_store(opts.store, s3_endpoint=opts.s3_endpoint).close()  # a bad store URL fails here
     names: dict[str, str] = {}
-    outcomes = []
-    for source in sources:
-        outcome = _render_one(source, opts, names)
-        outcomes.append(outcome)
-        if on_story is not None:
-            on_story(outcome)
+    if opts.combined:
+        outcomes = _render_combined(sources, opts, names, on_story)
+    else:
+        outcomes = []
+        for source in sources:
+            outcome = _render_one(source, opts, names)
+            outcomes.append(outcome)
+            if on_story is not None:
+                on_story(outcome)
     summary_rel = f"nightly-{run_id}.json"
     result = NightlyResult(run_id=run_id, prefix=prefix, out=opts.out, stories=outcomes,
                            summary=_join(opts.out, summary_rel),

@@ -81,12 +81,15 @@ class Assembler:
         self.profile = profile
         self.encoder = encoder
         self.running: dict[Any, Any] = {}  # Ray ref -> branch
+        # branch name -> its profile, where branches differ (a plan of several stories)
+        self.profiles: dict[str, Profile] = {}
 
     def start(self, branch: Any, key: str, clips: list[BlobRef]) -> None:
         import ray
 
+        profile = self.profiles.get(branch.name, self.profile)
         ref = ray.remote(assemble_master).options(num_cpus=0, max_retries=1).remote(
-            self.store_url, self.s3_endpoint, key, clips, self.profile, self.encoder
+            self.store_url, self.s3_endpoint, key, clips, profile, self.encoder
         )
         self.running[ref] = branch
 

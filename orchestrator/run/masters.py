@@ -20,6 +20,7 @@ from .state import CACHED, DONE, PENDING, BranchRun, RunState, TaskRun
 
 if TYPE_CHECKING:
     from ..plan.models import RenderPlan
+    from ..spec.manifest import Profile
     from ..store import BlobRef, Store
 
 
@@ -37,9 +38,14 @@ class Masters:
         # publishing will not read the store's copy and re-hashing it can be skipped
         self.published: Callable[[str, str], bool] | None = None
 
+    def profile(self, b: BranchRun) -> Profile:
+        """The profile of ``b``'s clips: its tasks' (the plan's, unless the plan joins several
+        stories, each with its own profile)."""
+        return self.state.runs[b.tasks[0]].task.profile if b.tasks else self.plan.profile
+
     def key(self, b: BranchRun) -> str:
         return master_key([c.sha256 for c in self.state.clips(b)],
-                          self.plan.profile.model_dump(), self.plan.encoder)
+                          self.profile(b).model_dump(), self.plan.encoder)
 
     def expected_frames(self, b: BranchRun) -> int:
         return sum(self.state.runs[t].task.frames for t in b.tasks)
@@ -72,7 +78,7 @@ class Masters:
     def reuse(self, b: BranchRun) -> bool:
         """Reuse the stored master of ``b``'s clips when its record exists, its frames are the
         plan's and its bytes verify (a corrupt master is reported and assembled again)."""
-        b.key, rec = stored_master(self.store, self.state.clips(b), self.plan.profile,
+        b.key, rec = stored_master(self.store, self.state.clips(b), self.profile(b),
                                    self.plan.encoder)
         if rec is None:
             return False

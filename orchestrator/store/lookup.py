@@ -21,18 +21,25 @@ NEW_KEY = "new key"
 BLOBS_MISSING = "record's blobs missing"
 
 
-def lookup(store: Store, story: str, keys: Sequence[str]) -> dict[str, ActionRecord | str]:
+def lookup(store: Store, story: str | Sequence[str], keys: Sequence[str]
+           ) -> dict[str, ActionRecord | str]:
     """For each key: its action record when the record and all its blobs are in the store,
     otherwise why not (:data:`NEW_KEY` or :data:`BLOBS_MISSING`)."""
     return lookup_with_copies(store, story, keys)[0]
 
 
-def lookup_with_copies(store: Store, story: str, keys: Sequence[str]
+def lookup_with_copies(store: Store, story: str | Sequence[str], keys: Sequence[str]
                        ) -> tuple[dict[str, ActionRecord | str], set[str]]:
     """:func:`lookup`, and the keys whose record is a run record's copy (never read from the
-    store: a copy must be confirmed before it decides a master's content)."""
+    store: a copy must be confirmed before it decides a master's content).
+
+    ``story`` may be several stories (a nightly's combined plan): copies come from each one's
+    latest run records, and the keys of all of them share one listing and one blob check."""
     sizes = store.action_sizes(list(keys))
-    copies = recorded_copies(store, story, sizes)
+    copies: dict[str, ActionRecord] = {}
+    for name in ([story] if isinstance(story, str) else story):
+        for key, rec in recorded_copies(store, name, sizes).items():
+            copies.setdefault(key, rec)
     records: dict[str, ActionRecord | None] = dict(copies)
     records.update(store.get_actions([k for k in sizes if k not in copies]))
     refs = [o for r in records.values() if r for o in r.outputs.values()]
