@@ -112,6 +112,10 @@ class ShotRenderer:
         prints (the backend's and ffmpeg's output, warnings, log records, a failure's
         traceback) is kept as the shot's log, a text blob named by ``outputs["log"]``; a
         failure raises :class:`ShotFailed`, which names the log (it is stored all the same)."""
+        if self.backend.writes_nothing:  # a benchmark of the driver: nothing made or stored
+            return ActionRecord(key=task.key, kind="noop", outputs={}, frames=0,
+                                backend=self.backend.name, node=self.node)
+
         log = ShotLog(_log_header(task, self.backend, self.node))
         failed: tuple[str, str] | None = None
         with log:
@@ -163,10 +167,6 @@ class ShotRenderer:
             encode_png,
             encode_poster,
         )
-
-        if self.backend.writes_nothing:  # a benchmark of the driver: nothing made or stored
-            return ActionRecord(key=task.key, kind="noop", outputs={}, frames=0,
-                                backend=self.backend.name, node=self.node)
 
         check_encoder(task.encoder_build)  # never store another build's bytes under this key
         started = time.perf_counter()
