@@ -13,6 +13,7 @@ import os
 import socket
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +28,36 @@ class RenderFailed(RuntimeError):
     """A render produced something other than what its task asked for."""
 
 
+@dataclass(frozen=True)
+class BackendPayload:
+    """A backend pickled on the driver, unpickled only in the renderer actor: the farm that
+    makes actors for many jobs never needs a job's backend code itself."""
+
+    name: str
+    data: bytes
+
+    @classmethod
+    def of(cls, backend: Backend) -> BackendPayload:
+        import ray.cloudpickle
+
+        return cls(backend.name, ray.cloudpickle.dumps(backend))
+
+    def load(self) -> Backend:
+        import ray.cloudpickle
+
+        return ray.cloudpickle.loads(self.data)
+
+
 class ShotRenderer:
     """Wrap with ``ray.remote(ShotRenderer).options(...)``; see :mod:`orchestrator.schedule`."""
 
-    def __init__(self, store_url: str, s3_endpoint: str | None, backend: Backend) -> None:
-        self.store = open_store(store_url, s3_endpoint=s3_endpoint)
-        self.backend = backend
+    def __init__(self, store_url: str | None, s3_endpoint: str | None,
+                 backend: Backend | BackendPayload) -> None:
+        # An actor of the farm serves jobs with different stores: each render names its own
+        # (opened once per actor); ``store_url`` is the default for renders that name none.
+        self._stores: dict[tuple[str, str | None], Any] = {}
+        self.store = self._store((store_url, s3_endpoint)) if store_url else None
+        self.backend = backend.load() if isinstance(backend, BackendPayload) else backend
         self._renderer: Renderer | None = None
         self.node = _node_name()
 
@@ -62,8 +87,16 @@ class ShotRenderer:
     def loaded_models(self) -> list[str]:
         return self._renderer.loaded_models() if self._renderer else []
 
-    def render(self, task: RenderTask, condition: BlobRef | None) -> ActionRecord:
+    def _store(self, where: tuple[str, str | None]) -> Any:
+        if where not in self._stores:
+            self._stores[where] = open_store(where[0], s3_endpoint=where[1])
+        return self._stores[where]
+
+    def render(self, task: RenderTask, condition: BlobRef | None,
+               store: tuple[str, str | None] | None = None) -> ActionRecord:
         from actors.encode import ClipEncoder, check_encoder, decode_png, encode_png
+
+        self.store = self._store(store) if store else self.store
 
         check_encoder(task.encoder_build)  # never store another build's bytes under this key
         started = time.perf_counter()

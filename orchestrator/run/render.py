@@ -16,7 +16,7 @@ import secrets
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -294,12 +294,13 @@ def render_story(story: Story, opts: RenderOptions) -> RenderResult:
     check_force(plan, opts.force)
     out = open_output(opts.out or f"./renders/{plan.story}", s3_endpoint=opts.s3_endpoint)
     progress = Progress(opts.progress)
+    run_id = opts.run_id or new_run_id()
     sched = Scheduler(
         plan, store, store_url=store_url, s3_endpoint=opts.s3_endpoint,
-        options=opts.scheduler, progress=progress,
+        options=replace(opts.scheduler, job=opts.scheduler.job or f"{plan.story}/{run_id}"),
+        progress=progress,
     )
     sched.masters.published = lambda name, sha256: out.holds(f"masters/{name}.mp4", sha256)
-    run_id = opts.run_id or new_run_id()
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     errors: list[str] = []
@@ -510,6 +511,7 @@ def _report(sched: Scheduler, run_id: str, started: datetime, t0: float, status:
         "story": plan.story,
         "run_id": run_id,
         "status": status,
+        "priority": sched.opts.priority,
         "store": store.url,
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "seconds": round(time.monotonic() - t0, 3),
