@@ -20,9 +20,9 @@ from typing import Any
 
 import click
 
-from . import cache, delivery, importing, jobs, nightly, story
+from . import cache, delivery, farm, importing, jobs, nightly, story
 
-GROUPS = [story, cache, jobs, nightly, importing, delivery]
+GROUPS = [story, cache, jobs, nightly, farm, importing, delivery]
 
 EXIT_WRITE_FAILED = 1
 EXIT_SIGINT = 130

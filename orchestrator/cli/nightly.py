@@ -19,7 +19,7 @@ from ..jobs.nightly import (
 from ..run.driver import SchedulerOptions
 from ..spec.urls import canonical_location, printable
 from .common import _fail, _guard, _store_options, check_out, open_writable_store
-from .options import SECONDS, resolve_locations
+from .options import SECONDS, farm_options, resolve_locations
 
 
 @click.command()
@@ -45,11 +45,12 @@ from .options import SECONDS, resolve_locations
                    "nothing renders, nothing is written, no store is created.")
 @click.option("--quiet", "-q", is_flag=True, help="No render progress; only the summary.")
 @click.option("--plain", is_flag=True, help="One log line per event (the default without a TTY).")
+@farm_options
 @_guard
 def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: str,
             address: str | None, retries: int, max_workers: int | None,
             task_timeout: float | None, include: tuple[str, ...], exclude: tuple[str, ...],
-            dry_run: bool, quiet: bool, plain: bool) -> None:
+            dry_run: bool, quiet: bool, plain: bool, priority: int, idle_timeout: float) -> None:
     """Render every story manifest under PREFIX, incrementally.
 
     \b
@@ -80,7 +81,8 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
         s3_endpoint=s3_endpoint,
         address=address,
         scheduler=SchedulerOptions(retries=retries, max_workers=max_workers,
-                                   task_timeout=task_timeout),
+                                   task_timeout=task_timeout, priority=priority,
+                                   idle_timeout=idle_timeout),
         progress="quiet" if quiet else ("plain" if plain else "auto"),
         include=include,
         exclude=exclude,

@@ -149,9 +149,9 @@ class Farm:
             held = sorted(w for w, owner in self.lessee.items() if owner == job)
             mine = set(j.work) | set(j.want)
             starting = sum(1 for w in self.pool.starting() if w.pool in mine)
-            return {"starting": starting, "grant": grants, "revoke": sorted(j.revoked & set(held)), "held": held,
-                    "errors": errors, "notes": notes, "place": self._place(job),
-                    "protocol": PROTOCOL}
+            return {"starting": starting, "grant": grants, "held": held,
+                    "revoke": sorted(j.revoked & set(held)), "errors": errors,
+                    "notes": notes, "place": self._place(job), "protocol": PROTOCOL}
 
     def leave(self, job: str, release: list[tuple[int, str | None]] = (),
               kill: list[int] = ()) -> None:
