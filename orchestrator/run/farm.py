@@ -43,6 +43,7 @@ DEFAULT_IDLE_TIMEOUT_S = 300.0
 #: A driver that has not synced for this long is taken for dead and its leases come back.
 LEASE_TTL_S = 60.0
 HOUSEKEEPING_S = 0.25
+DEAD_CHECK_S = 1.0  # how often the farm asks Ray which jobs' drivers have ended
 #: Seconds an actor may wait for room before idle actors of pools nobody needs are stopped.
 ROOM_WAIT_S = 1.0
 PROTOCOL = 1  # bumped when sync's messages change: a driver refuses a farm of another
@@ -79,6 +80,7 @@ class _Job:
     revoked: set = field(default_factory=set)
     errors: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    syncs: int = 0
 
     def demand(self) -> lease.JobDemand:
         return lease.JobDemand(self.job, self.priority, self.order, self.want, self.work,
@@ -99,7 +101,7 @@ class Farm:
         self.started = time.time()
         self._order = itertools.count()
         self._lock = threading.RLock()
-        self._last_decide = 0.0
+        self._last_decide = self._last_dead_check = 0.0
         self._stop = False
         self._thread = threading.Thread(target=self._housekeeping, daemon=True,
                                         name="farm-housekeeping")
@@ -138,6 +140,7 @@ class Farm:
             j.models = {k: dict(v) for k, v in report.get("models", {}).items()}
             j.busy = set(report.get("busy", ()))
             j.seen = now
+            j.syncs += 1
             self._decide(now)
             grants = [self._lease_doc(w) for w in self.pool.workers.values()
                       if self.lessee.get(w.id) == job and w.id not in report.get("held", ())
@@ -181,6 +184,7 @@ class Farm:
                     "job": j.job, "story": j.story, "user": j.user, "priority": j.priority,
                     "effective_priority": round(lease.effective_priority(j.demand()), 2),
                     "place": self._place(j.job), "leases": held,
+                    "returning": len(j.revoked), "syncs": j.syncs,
                     "busy": len(j.busy), "want": sum(j.want.values()),
                     "unfinished": sum(j.work.values()),
                     "waiting_s": round(j.starved_s, 1), "age_s": round(now - j.joined, 1),
@@ -254,8 +258,10 @@ class Farm:
 
     def _drop_dead(self, now: float) -> None:
         dead = {j.job for j in self.jobs.values() if now - j.seen > LEASE_TTL_S}
-        ended = _ended_ray_jobs({j.ray_job for j in self.jobs.values() if j.ray_job})
-        dead |= {j.job for j in self.jobs.values() if j.ray_job in ended}
+        if now - self._last_dead_check >= DEAD_CHECK_S:
+            self._last_dead_check = now
+            ended = _ended_ray_jobs({j.ray_job for j in self.jobs.values() if j.ray_job})
+            dead |= {j.job for j in self.jobs.values() if j.ray_job in ended}
         for job in dead:
             j = self.jobs[job]
             for wid in [w for w, owner in self.lessee.items() if owner == job]:
