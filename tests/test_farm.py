@@ -4,6 +4,7 @@ cluster; start traces, never timings, decide the order of things)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -108,7 +109,7 @@ def hold_all_workers_then_join(tmp: Path, first: Job, second_story: str) -> None
     wait_for(lambda: len(gated(tmp)) == 4, "the first job's renders to fill the 4 GPU slots")
     j = wait_for(lambda: (s := job_of(farm_status(), second_story)) and s["want"] and s,
                  "the second job to queue")
-    assert j["leases"] == 0  # nothing is free: it waits
+    assert j["leases"] == 0 and j["place"] == 1  # nothing is free: it waits, next in line
     first_name = first.s.metadata.name
     before = wait_for(lambda: (f := job_of(farm_status(), first_name)) and f["returning"]
                       and f["syncs"], "the farm to revoke the first job's workers")
@@ -157,7 +158,8 @@ def test_equal_priorities_share_the_workers(fresh_farm, tmp_path):
     assert any(min(s2.values()) < t for t in late1)
 
 
-def test_a_model_loaded_for_one_job_is_used_warm_by_the_next(fresh_farm, tmp_path):
+def test_a_model_loaded_for_one_job_is_used_warm_by_the_next(fresh_farm, tmp_path,
+                                                             ray_cluster):
     use(SleepBackend("sleep-shared-model", per_frame_s=0.01, load_s=0.3, gpus=1))
     model = {"model": "studio/model-a"}
     first = render_story(shots_story("first", 3, "sleep-shared-model", **model),
@@ -166,6 +168,14 @@ def test_a_model_loaded_for_one_job_is_used_warm_by_the_next(fresh_farm, tmp_pat
     assert first.exit_code == 0 and sum(loads) == 1  # loaded once, for its first shot
     warm = [w for w in farm_status()["workers"] if w["model"] == "studio/model-a"]
     assert len(warm) == 1 and warm[0]["state"] == "idle"  # kept warm after the job
+    # `reelfarm farm` shows it, as a person and a program read it
+    cli = [sys.executable, "-m", "orchestrator.cli", "farm", "--address", ray_cluster.address]
+    doc = json.loads(subprocess.run([*cli, "--json"], capture_output=True, text=True,
+                                    check=True, timeout=WAIT_S).stdout)
+    shown = {w["id"]: w for w in doc["workers"]}[warm[0]["id"]]
+    assert (shown["model"], shown["state"], shown["job"]) == ("studio/model-a", "idle", None)
+    table = subprocess.run(cli, capture_output=True, text=True, check=True, timeout=WAIT_S)
+    assert "studio/model-a" in table.stdout and "renderer actors" in table.stdout
     second = render_story(shots_story("second", 3, "sleep-shared-model", **model),
                           opts(tmp_path, "second", max_workers=1))
     assert second.exit_code == 0
@@ -234,3 +244,12 @@ def test_a_farm_that_dies_is_replaced_and_rendered_shots_stay_cached(fresh_farm,
     r2 = render_story(more, opts(tmp_path, "dies"))
     assert r2.exit_code == 0
     assert (r2.report["totals"]["cached"], r2.report["totals"]["rendered"]) == (8, 1)
+
+
+def test_the_farm_command_only_reads(fresh_farm, ray_cluster):
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "farm", "--address",
+                        ray_cluster.address, "--json"], capture_output=True, text=True,
+                       timeout=WAIT_S)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"farm": None, "jobs": [], "workers": []}
+    assert get_farm(create=False) is None  # asking created none
