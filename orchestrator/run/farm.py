@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import lease
-from .pool import Pool, WorkerPool, WorkerStartError, describe, one_line
+from .pool import Pool, WorkerPool, WorkerStartError
 
 FARM_NAME = "reelfarm-farm"
 NAMESPACE = "reelfarm"
@@ -43,6 +43,7 @@ DEFAULT_IDLE_TIMEOUT_S = 300.0
 #: A driver that has not synced for this long is taken for dead and its leases come back.
 LEASE_TTL_S = 60.0
 HOUSEKEEPING_S = 0.25
+GROW_EVERY_S = 0.5  # how often actors are started for the jobs' work (a call to the GCS)
 DEAD_CHECK_S = 1.0  # how often the farm asks Ray which jobs' drivers have ended
 #: Seconds an actor may wait for room before idle actors of pools nobody needs are stopped.
 ROOM_WAIT_S = 1.0
@@ -101,16 +102,13 @@ class Farm:
         self.started = time.time()
         self._order = itertools.count()
         self._lock = threading.RLock()
-        self._last_decide = self._last_dead_check = 0.0
+        self._last_decide = self._last_dead_check = self._last_grow = 0.0
         self._stop = False
         self._thread = threading.Thread(target=self._housekeeping, daemon=True,
                                         name="farm-housekeeping")
         self._thread.start()
 
     # -- the protocol ----------------------------------------------------------------------
-    def ping(self) -> int:
-        return PROTOCOL
-
     def sync(self, job: str, report: dict[str, Any]) -> dict[str, Any]:
         """A job's state, and what it gets back: ``grant`` (new leases: id, pool, handle, node,
         warm model), ``revoke`` (ids to give back at their task boundary), ``held`` (every id
@@ -119,6 +117,7 @@ class Farm:
         now = time.monotonic()
         with self._lock:
             j = self.jobs.get(job)
+            new_pools = j is None or not set(report.get("work", {})) <= set(j.work)
             if j is None:
                 j = self.jobs[job] = _Job(job, next(self._order), int(report["priority"]),
                                           joined=now)
@@ -141,7 +140,7 @@ class Farm:
             j.busy = set(report.get("busy", ()))
             j.seen = now
             j.syncs += 1
-            self._decide(now)
+            self._decide(now, grow=new_pools)
             grants = [self._lease_doc(w) for w in self.pool.workers.values()
                       if self.lessee.get(w.id) == job and w.id not in report.get("held", ())
                       and w.ready]
@@ -284,9 +283,11 @@ class Farm:
                 self._forget(w.id)
 
     # -- decisions -------------------------------------------------------------------------
-    def _decide(self, now: float) -> None:
+    def _decide(self, now: float, *, grow: bool = False) -> None:
         self._last_decide = now
-        self._grow()
+        if grow or now - self._last_grow >= GROW_EVERY_S:
+            self._last_grow = now
+            self._grow()
         workers = [lease.FarmWorker(w.id, w.pool, w.model, self.lessee.get(w.id),
                                     busy=self._busy(w.id),
                                     returning=self._returning(w.id))
@@ -416,5 +417,4 @@ def kill_farm() -> bool:
     return True
 
 
-__all__ = ["FARM_NAME", "NAMESPACE", "Farm", "describe", "farm_name",
-           "get_farm", "kill_farm", "one_line", "who"]
+__all__ = ["FARM_NAME", "NAMESPACE", "Farm", "farm_name", "get_farm", "kill_farm", "who"]

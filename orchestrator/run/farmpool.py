@@ -19,7 +19,7 @@ from actors.backends import get_backend
 from actors.renderer import BackendPayload
 
 from . import farm as farm_mod
-from .pool import Pool, Worker, WorkerPool, WorkerStartError, one_line
+from .pool import Pool, Worker, WorkerPool, WorkerStartError
 
 if TYPE_CHECKING:
     from ..plan.models import RenderTask
@@ -200,4 +200,4 @@ class FarmPool(WorkerPool):
                 for p in pools]
 
 
-__all__ = ["SYNC_EVERY_S", "FarmPool", "one_line"]
+__all__ = ["SYNC_EVERY_S", "FarmPool"]
