@@ -27,8 +27,12 @@ pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 180  # bound on waiting for something the test needs (a loaded machine is slow)
-ENV = {**os.environ,
-       "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def cli_env(**more: str) -> dict[str, str]:
+    """This process's environment (the cluster's token included) for a ``reelfarm`` process."""
+    return {**os.environ, **more,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
 @pytest.fixture
@@ -172,12 +176,14 @@ def test_a_model_loaded_for_one_job_is_used_warm_by_the_next(fresh_farm, tmp_pat
     assert len(warm) == 1 and warm[0]["state"] == "idle"  # kept warm after the job
     # `reelfarm farm` shows it, as a person and a program read it
     cli = [sys.executable, "-m", "orchestrator.cli", "farm", "--address", ray_cluster.address]
-    doc = json.loads(subprocess.run([*cli, "--json"], capture_output=True, text=True,
-                                    check=True, timeout=WAIT_S, env=ENV).stdout)
+    r = subprocess.run([*cli, "--json"], capture_output=True, text=True, timeout=WAIT_S,
+                       env=cli_env())
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
     shown = {w["id"]: w for w in doc["workers"]}[warm[0]["id"]]
     assert (shown["model"], shown["state"], shown["job"]) == ("studio/model-a", "idle", None)
     table = subprocess.run(cli, capture_output=True, text=True, check=True, timeout=WAIT_S,
-                           env=ENV)
+                           env=cli_env())
     assert "studio/model-a" in table.stdout and "renderer actors" in table.stdout
     second = render_story(shots_story("second", 3, "sleep-shared-model", **model),
                           opts(tmp_path, "second", max_workers=1))
@@ -197,7 +203,7 @@ def test_a_cancelled_or_dead_job_gives_its_workers_back_at_once(fresh_farm, tmp_
     path = write_story(tmp_path / "stuck.yaml", story_dict(
         [{"id": "only", "shots": [shot(f"stuck-{i}") for i in range(12)]}], name="stuck",
         renderer={"backend": "gate"}))
-    env = {**ENV, "REELFARM_TEST_GATE_DIR": str(gate)}
+    env = cli_env(REELFARM_TEST_GATE_DIR=str(gate))
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "render_entry.py"), "render", str(path),
          "--address", ray_cluster.address, "--store", str(tmp_path / "stuck-store"),
@@ -251,7 +257,7 @@ def test_a_farm_that_dies_is_replaced_and_rendered_shots_stay_cached(fresh_farm,
 def test_the_farm_command_only_reads(fresh_farm, ray_cluster):
     r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "farm", "--address",
                         ray_cluster.address, "--json"], capture_output=True, text=True,
-                       timeout=WAIT_S, env=ENV)
+                       timeout=WAIT_S, env=cli_env())
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"farm": None, "jobs": [], "workers": []}
     assert get_farm(create=False) is None  # asking created none
