@@ -395,7 +395,7 @@ class Scheduler:
 
     # -- completions -----------------------------------------------------------------------
     def _complete(self, ref: Any) -> None:
-        if ref is not None and ref is self._farm_sync:
+        if self._farm_sync is not None and ref == self._farm_sync:
             self._synced()
             return
         if ref in self.assembly.running:
