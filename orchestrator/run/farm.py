@@ -271,7 +271,8 @@ class Farm:
             self._drop(job)
 
     def _stop_idle(self, now: float) -> None:
-        demand = {k for j in self.jobs.values() for k, n in {**j.work, **j.want}.items() if n}
+        demand = {k for j in self.jobs.values() for d in (j.work, j.want) for k, n in d.items()
+                  if n}
         waiting = any(w.ready_ref is not None and not w.ready and now - w.since > ROOM_WAIT_S
                       for w in self.pool.starting() if hasattr(w, "since"))
         for w in list(self.pool.workers.values()):
