@@ -15,6 +15,7 @@ import socket
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,26 @@ if TYPE_CHECKING:
 
 class RenderFailed(RuntimeError):
     """A render produced something other than what its task asked for."""
+
+
+@dataclass(frozen=True)
+class BackendPayload:
+    """A backend pickled on the driver, unpickled only in the renderer actor: the farm that
+    makes actors for many jobs never needs a job's backend code itself."""
+
+    name: str
+    data: bytes
+
+    @classmethod
+    def of(cls, backend: Backend) -> BackendPayload:
+        import ray.cloudpickle
+
+        return cls(backend.name, ray.cloudpickle.dumps(backend))
+
+    def load(self) -> Backend:
+        import ray.cloudpickle
+
+        return ray.cloudpickle.loads(self.data)
 
 
 class ShotFailed(RuntimeError):
@@ -75,9 +96,13 @@ def reelfarm_version() -> str:
 class ShotRenderer:
     """Wrap with ``ray.remote(ShotRenderer).options(...)``; see :mod:`orchestrator.schedule`."""
 
-    def __init__(self, store_url: str, s3_endpoint: str | None, backend: Backend) -> None:
-        self.store = open_store(store_url, s3_endpoint=s3_endpoint)
-        self.backend = backend
+    def __init__(self, store_url: str | None, s3_endpoint: str | None,
+                 backend: Backend | BackendPayload) -> None:
+        # An actor of the farm serves jobs with different stores: each render names its own
+        # (opened once per actor); ``store_url`` is the default for renders that name none.
+        self._stores: dict[tuple[str, str | None], Any] = {}
+        self.store = self._store((store_url, s3_endpoint)) if store_url else None
+        self.backend = backend.load() if isinstance(backend, BackendPayload) else backend
         self._renderer: Renderer | None = None
         self.node = _node_name()
 
@@ -107,11 +132,18 @@ class ShotRenderer:
     def loaded_models(self) -> list[str]:
         return self._renderer.loaded_models() if self._renderer else []
 
-    def render(self, task: RenderTask, condition: BlobRef | None) -> ActionRecord:
+    def _store(self, where: tuple[str, str | None]) -> Any:
+        if where not in self._stores:
+            self._stores[where] = open_store(where[0], s3_endpoint=where[1])
+        return self._stores[where]
+
+    def render(self, task: RenderTask, condition: BlobRef | None,
+               store: tuple[str, str | None] | None = None) -> ActionRecord:
         """Render ``task`` into the store and return its action record. Everything the render
         prints (the backend's and ffmpeg's output, warnings, log records, a failure's
         traceback) is kept as the shot's log, a text blob named by ``outputs["log"]``; a
         failure raises :class:`ShotFailed`, which names the log (it is stored all the same)."""
+        self.store = self._store(store) if store else self.store
         if self.backend.writes_nothing:  # a benchmark of the driver: nothing made or stored
             return ActionRecord(key=task.key, kind="noop", outputs={}, frames=0,
                                 backend=self.backend.name, node=self.node)

@@ -31,6 +31,14 @@ CPU, so N sleeping renderers fit on a small machine) and measures, in one run:
 * ``overhead``: reelfarm on the same story with zero-cost shots (what the driver, the actor
   call, the clip encode and the store writes cost per task), beside the raw Ray actor-call rate
   to a no-op method measured on the same cluster;
+* ``farm``: jobs sharing the cluster's farm of renderer actors (``orchestrator.run.farm``).
+  **back_to_back**: the same story rendered by two jobs one after the other, each into a
+  store of its own, neither starting actors before its clock: the first on a cold farm (its
+  actors start inside its makespan), the second on the warm farm the first left (it leases
+  warm actors); their efficiencies (``lower_bound_s / makespan``) and the ratio side by side.
+  **two_concurrent**: a priority-90 job's makespan alone on a warm farm, and beside a
+  priority-10 job (another story of the same size) that started first and holds every actor;
+  ``slowdown = beside / alone`` (1.0: the low-priority job costs it nothing);
 * ``assembly``: one master of 600 distinct clips joined by ``actors.assemble.concat_clips``,
   probing the clips one ffmpeg at a time (as it did) and concurrently (as it does).
 
@@ -78,6 +86,7 @@ from actors.backends import Backend, Renderer, Resources, register_backend  # no
 from orchestrator.plan import RenderPlan  # noqa: E402
 from orchestrator.plan.expand import expand  # noqa: E402
 from orchestrator.run.driver import Scheduler, SchedulerOptions  # noqa: E402
+from orchestrator.run.farm import kill_farm  # noqa: E402
 from orchestrator.spec.manifest import Story  # noqa: E402
 from orchestrator.store import open_store  # noqa: E402
 
@@ -319,16 +328,23 @@ class _Clock:
         pass
 
 
-def run_reelfarm(plan: RenderPlan, gpus: int, *, warm: bool) -> dict[str, Any]:
+def run_reelfarm(plan: RenderPlan, gpus: int, *, warm: bool, fresh_farm: bool = True,
+                 priority: int = 50, on_run: Any = None) -> dict[str, Any]:
     """One render by the real Scheduler. ``warm``: its actors are started (``start_workers``)
-    before the clock, as the baselines' workers are; otherwise their start-up is timed too."""
+    before the clock, as the baselines' workers are; otherwise their start-up is timed too.
+    ``fresh_farm``: the cluster's farm is stopped first, so that no actor of an earlier run is
+    warm; otherwise the job leases what the farm has. ``on_run()`` is called as the clock
+    starts (to start a concurrent job)."""
+    if fresh_farm:
+        kill_farm()
     with tempfile.TemporaryDirectory(prefix="reelfarm-bench-") as tmp:
         store_url = str(Path(tmp) / "store")
         store = open_store(store_url)
         clock = _Clock()
         cpu0 = time.process_time()
         sched = Scheduler(plan, store, store_url=store_url,
-                          options=SchedulerOptions(max_workers=gpus), progress=clock)
+                          options=SchedulerOptions(max_workers=gpus, priority=priority),
+                          progress=clock)
         sched.lookup()
         startup = None
         if warm:
@@ -338,6 +354,8 @@ def run_reelfarm(plan: RenderPlan, gpus: int, *, warm: bool) -> dict[str, Any]:
             settle()
             log(f"    {ready} actors ready in {startup}s")
         t0 = time.monotonic()
+        if on_run is not None:
+            on_run()
         sched.run()
         total = time.monotonic() - t0
         cpu = time.process_time() - cpu0
@@ -358,6 +376,90 @@ def run_reelfarm(plan: RenderPlan, gpus: int, *, warm: bool) -> dict[str, Any]:
         "actor_render_s_sum": round(sum(secs), 3),
         "actor_render_s_median": round(statistics.median(secs), 4) if secs else None,
         "model_switches": sched.model_switches(),
+    }
+
+
+# -- jobs sharing the farm ----------------------------------------------------------------------
+
+
+def warm_farm(plan: RenderPlan, gpus: int) -> int:
+    """Start the actors a render of ``plan`` would use and hand them back to the farm idle
+    (and warm): what a finished job leaves behind."""
+    with tempfile.TemporaryDirectory(prefix="reelfarm-bench-") as tmp:
+        store_url = str(Path(tmp) / "store")
+        sched = Scheduler(plan, open_store(store_url), store_url=store_url,
+                          options=SchedulerOptions(max_workers=gpus))
+        sched.lookup()
+        n = sched.start_workers()
+        sched.shutdown()
+    return n
+
+
+def bench_farm(plan: RenderPlan, other: RenderPlan, gpus: int, lb: float) -> dict[str, Any]:
+    """Back-to-back jobs (cold farm, then warm) and two concurrent jobs (priority 90 beside
+    priority 10, against alone); ``lb`` is ``plan``'s lower bound."""
+    import threading
+
+    log("  farm: back-to-back, first job on a cold farm")
+    first = run_reelfarm(plan, gpus, warm=False, fresh_farm=True)
+    log("  farm: back-to-back, second job on the warm farm")
+    second = run_reelfarm(plan, gpus, warm=False, fresh_farm=False)
+    e1, e2 = lb / first["makespan_s"], lb / second["makespan_s"]
+    log(f"    efficiency {e1:.3f} cold, {e2:.3f} warm")
+    settle()
+    kill_farm()
+    warm_farm(plan, gpus)
+    log("  farm: priority-90 job alone (warm farm)")
+    alone = run_reelfarm(plan, gpus, warm=False, fresh_farm=False, priority=90)
+    settle()
+    low: dict[str, Any] = {}
+    started = threading.Event()
+
+    class _Started(_Clock):
+        def task_started(self, sched, run, w) -> None:
+            super().task_started(sched, run, w)
+            started.set()
+
+    def run_low() -> None:
+        with tempfile.TemporaryDirectory(prefix="reelfarm-bench-") as tmp:
+            store_url = str(Path(tmp) / "store")
+            clock = _Started()
+            sched = Scheduler(other, open_store(store_url), store_url=store_url,
+                              options=SchedulerOptions(max_workers=gpus, priority=10),
+                              progress=clock)
+            sched.lookup()
+            t0 = time.monotonic()
+            sched.run()
+            low["makespan_s"] = round(clock.last_render - t0, 3)
+            low["rendered"] = sched.counts()["rendered"]
+
+    log("  farm: priority-90 job beside a priority-10 job that started first")
+    th = threading.Thread(target=run_low)
+    th.start()
+    started.wait(600)
+    time.sleep(1.0)  # the low job holds every actor and has renders under way
+    beside = run_reelfarm(plan, gpus, warm=False, fresh_farm=False, priority=90)
+    th.join()
+    slow = beside["makespan_s"] / alone["makespan_s"]
+    log(f"    priority-90 makespan {alone['makespan_s']}s alone, {beside['makespan_s']}s "
+        f"beside priority 10 ({slow:.3f}x)")
+    kill_farm()
+    return {
+        "back_to_back": {
+            "first_job_cold_farm": {**first, "efficiency": round(e1, 4)},
+            "second_job_warm_farm": {**second, "efficiency": round(e2, 4)},
+            "efficiency_cold": round(e1, 4),
+            "efficiency_warm": round(e2, 4),
+            "warm_vs_cold": round(e2 / e1, 3),
+        },
+        "two_concurrent": {
+            "priority_90_alone": alone,
+            "priority_90_beside_priority_10": beside,
+            "priority_10_job": low,
+            "makespan_alone_s": alone["makespan_s"],
+            "makespan_beside_s": beside["makespan_s"],
+            "slowdown": round(slow, 3),
+        },
     }
 
 
@@ -540,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-max-calls", type=int, default=0,
                     help="max_calls of the baseline tasks (0: reuse workers; Ray's GPU default 1)")
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--no-farm", action="store_true",
+                    help="skip the jobs sharing a farm (back-to-back, two concurrent)")
     ap.add_argument("--calls", type=int, default=2000, help="no-op actor calls for the rate")
     ap.add_argument("--fixed-samples", type=int, default=30,
                     help="zero-cost renders timed for the render path's fixed cost")
@@ -581,6 +685,12 @@ def main(argv: list[str] | None = None) -> int:
         zbackend = BenchSleepBackend(backend_name + "-zero", zcosts, 0.0)
         register_backend(zbackend)
         zplan = expand(Story.model_validate(zdoc))
+        # the concurrent low-priority job: another story (seed) of the same size and backend;
+        # its shots have the same ids, so the backend gives them the same costs
+        odoc, _ = make_story(shots, args.seed + 7, layers=args.layers,
+                             continuity=args.continuity, median_s=median, sigma=args.sigma,
+                             noise=args.noise, backend=backend_name, blind=args.blind)
+        other = expand(Story.model_validate(odoc))
         for gpus in gpus_list:
             log(f"shots={shots} gpus={gpus}: {len(plan.tasks)} tasks, "
                 f"{len(plan.branches)} branches; starting Ray")
@@ -634,6 +744,9 @@ def main(argv: list[str] | None = None) -> int:
                 # the same render with its actors' start-up inside the makespan
                 "reelfarm_cold": {**cold, "efficiency": round(lb / mc, 4)},
             }
+            if not args.no_farm:
+                settle()
+                entry["farm"] = bench_farm(plan, other, gpus, lb)
             zt = max(1, zero["rendered"])
             entry["overhead"] = {
                 "zero_cost_makespan_s": zero["makespan_s"],

@@ -106,8 +106,13 @@ def wait_for(pred, timeout: float, what: str, every: float = 0.05) -> None:
 
 def wait_actors_gone(timeout: float = 60.0) -> None:
     """Every CPU of the test cluster is free again: the renderer actors of a killed or
-    interrupted driver are gone, and can no longer write to the store."""
+    interrupted driver are gone, and can no longer write to the store. The farm keeps idle
+    actors warm for the next job: it is stopped first, and its actors with it."""
     import ray
+
+    from orchestrator.run.farm import kill_farm
+
+    kill_farm()
 
     def free() -> bool:
         return ray.available_resources().get("CPU", 0) >= ray.cluster_resources().get("CPU", 0)

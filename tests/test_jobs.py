@@ -110,7 +110,9 @@ def test_status_shows_the_state_and_the_task_counts_of_the_run_record(ray_head, 
     assert doc["store"] == str(farm["store"]) and doc["out"] == str(farm["out"])
     assert shlex.split(doc["entrypoint"]) == [
         "reelfarm", "render", "heist.yaml", "--store", str(farm["store"]),
-        "--out", str(farm["out"]), "--plain", "--run-id", report["run_id"]]
+        "--out", str(farm["out"]), "--plain", "--run-id", report["run_id"],
+        "--priority", "50", "--idle-timeout", "300.0"]
+    assert report["priority"] == 50
     assert not list(farm["root"].rglob("pwned")) and not list(ray_head.temp_dir.rglob("pwned"))
     # the record the job wrote is in the store
     assert report["run_id"] in open_store(str(farm["store"])).list_runs("heist")

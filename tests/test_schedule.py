@@ -220,8 +220,17 @@ def test_start_workers_brings_the_pool_up_before_run_and_run_uses_it(ray_cluster
     use(SleepBackend("sleep-warm", per_frame_s=0.01, gpus=1))
     s = fan_story("sleep-warm", n_branches=4, chain=2)
     store_url = str(tmp_path / "store")
+    used: set[int] = set()
+
+    class Workers:  # a listener noting which actor each task started on
+        def task_started(self, run, task, worker):
+            used.add(worker.id)
+
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
     sched = Scheduler(expand(s), open_store(store_url), store_url=store_url,
-                      options=SchedulerOptions(max_workers=3))
+                      options=SchedulerOptions(max_workers=3), progress=Workers())
     sched.lookup()
     assert sched.start_workers(timeout_s=120) == 3
     started = {w.id: w.node for w in sched.workers.values()}
@@ -232,7 +241,7 @@ def test_start_workers_brings_the_pool_up_before_run_and_run_uses_it(ray_cluster
     assert sched.counts()["rendered"] == len(sched.runs)
     # every task ran on an actor that was up before run() began: none was started during it
     assert {r.node for r in sched.runs.values()} <= set(started.values())
-    assert next(sched._wid) == max(started) + 1
+    assert used and used <= set(started)
 
 
 def test_start_workers_refuses_an_unplaceable_plan_and_leaves_no_actor(ray_cluster, tmp_path):
@@ -263,7 +272,9 @@ def test_actors_that_keep_failing_after_one_came_up_stop_being_started(ray_clust
     use(OneGoodActorBackend("sleep-onegood", per_frame_s=0.25, log_dir=str(log), gate=3))
     s = story([{"id": "only", "shots": [shot(f"s{i}") for i in range(6)]}],
               renderer={"backend": "sleep-onegood"})
-    result = render_story(s, opts(tmp_path))
+    # actors of this run's own (farm=False): the bound is patched in this process, and the
+    # farm's pool (the same WorkerPool) runs in the farm actor's
+    result = render_story(s, opts(tmp_path, farm=False))
     assert result.exit_code == 0
     assert result.report["totals"]["rendered"] == 6
     # the bound, plus the starts already under way when it was reached: at most one an actor

@@ -20,9 +20,9 @@ from typing import Any
 
 import click
 
-from . import cache, delivery, importing, jobs, monitor, nightly, runs, story
+from . import cache, delivery, farm, importing, jobs, monitor, nightly, runs, story
 
-GROUPS = [story, cache, jobs, runs, nightly, importing, delivery, monitor]
+GROUPS = [story, cache, jobs, runs, nightly, farm, importing, delivery, monitor]
 
 EXIT_WRITE_FAILED = 1
 EXIT_SIGINT = 130

@@ -19,7 +19,7 @@ from ..jobs import client as api
 from ..run.render import EXIT_FAILED, EXIT_INVALID
 from ..spec.errors import ManifestInvalid
 from .common import _fail, _guard, _print_problems, _store_options
-from .options import CAPACITY_TIMEOUT_HELP, SECONDS
+from .options import CAPACITY_TIMEOUT_HELP, SECONDS, farm_options
 
 ADDRESS_HELP = ("The Ray dashboard's HTTP address, e.g. http://127.0.0.1:8265 [default: "
                 "$RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS when it is an http:// URL].")
@@ -71,10 +71,11 @@ def _job_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                    "1 when it failed or was stopped.")
 @click.option("--capacity-timeout", type=SECONDS, metavar="SECONDS",
               help=CAPACITY_TIMEOUT_HELP + " Passed to the job's render [default: 900].")
+@farm_options
 @_job_errors
 def submit(file: str, render_args: tuple[str, ...], address: str | None, store_url: str | None,
            out: str | None, s3_endpoint: str | None, resubmit: bool, wait: bool,
-           capacity_timeout: float | None) -> None:
+           capacity_timeout: float | None, priority: int, idle_timeout: float) -> None:
     """Submit a render of FILE (a path or s3:// URL) to a Ray cluster as a job.
 
     \b
@@ -87,6 +88,8 @@ def submit(file: str, render_args: tuple[str, ...], address: str | None, store_u
       export RAY_API_SERVER_ADDRESS=http://127.0.0.1:8265 RAY_AUTH_MODE=token RAY_AUTH_TOKEN=...
       reelfarm submit manifests/heist.yaml --store s3://studio/store --out s3://studio/out/heist
       reelfarm submit s3://studio/stories/heist.yaml --wait -- --retries 4
+      reelfarm submit manifests/heist.yaml --store s3://studio/store --out s3://studio/out/heist \\
+          --priority 90
       reelfarm submit manifests/heist.yaml --store /mnt/farm/store --out /mnt/farm/heist \\
           --resubmit
 
@@ -97,7 +100,8 @@ def submit(file: str, render_args: tuple[str, ...], address: str | None, store_u
     if capacity_timeout is not None:
         render_args = ("--capacity-timeout", f"{capacity_timeout:g}", *render_args)
     job = api.submit(file, address=address, store=store_url, out=out, s3_endpoint=s3_endpoint,
-                     extra_args=render_args, resubmit=resubmit)
+                     extra_args=render_args, resubmit=resubmit, priority=priority,
+                     idle_timeout=idle_timeout)
     if job.existing:
         click.echo(f"{job.job_id}: already submitted ({job.state}); no second render started",
                    err=True)

@@ -19,7 +19,7 @@ from ..jobs.nightly import (
 from ..run.driver import SchedulerOptions
 from ..spec.urls import canonical_location, printable
 from .common import _fail, _guard, _store_options, check_out, open_writable_store
-from .options import SECONDS, capacity_timeout_option, resolve_locations
+from .options import SECONDS, capacity_timeout_option, farm_options, resolve_locations
 
 
 @click.command()
@@ -46,11 +46,13 @@ from .options import SECONDS, capacity_timeout_option, resolve_locations
                    "nothing renders, nothing is written, no store is created.")
 @click.option("--quiet", "-q", is_flag=True, help="No render progress; only the summary.")
 @click.option("--plain", is_flag=True, help="One log line per event (the default without a TTY).")
+@farm_options
 @_guard
 def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: str,
             address: str | None, retries: int, max_workers: int | None,
             task_timeout: float | None, capacity_timeout: float, include: tuple[str, ...],
-            exclude: tuple[str, ...], dry_run: bool, quiet: bool, plain: bool) -> None:
+            exclude: tuple[str, ...], dry_run: bool, quiet: bool, plain: bool, priority: int,
+            idle_timeout: float) -> None:
     """Render every story manifest under PREFIX, incrementally.
 
     \b
@@ -84,7 +86,8 @@ def nightly(prefix: str, store_url: str | None, s3_endpoint: str | None, out: st
         address=address,
         scheduler=SchedulerOptions(retries=retries, max_workers=max_workers,
                                    task_timeout=task_timeout,
-                                   capacity_timeout=capacity_timeout),
+                                   capacity_timeout=capacity_timeout, priority=priority,
+                                   idle_timeout=idle_timeout),
         progress="quiet" if quiet else ("plain" if plain else "auto"),
         include=include,
         exclude=exclude,

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from ..run.farm import DEFAULT_IDLE_TIMEOUT_S
+from ..run.lease import DEFAULT_PRIORITY
 from ..spec.urls import canonical_location, s3_endpoint
 from ..store import DEFAULT_STORE
 
@@ -71,3 +73,18 @@ def capacity_timeout_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--capacity-timeout SECONDS`` (default 15 minutes)."""
     return click.option("--capacity-timeout", type=SECONDS, default=900.0, show_default=True,
                         metavar="SECONDS", help=CAPACITY_TIMEOUT_HELP)(fn)
+
+
+def farm_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--priority`` and ``--idle-timeout``: how a job queues on the cluster's farm."""
+    fn = click.option(
+        "--idle-timeout", type=SECONDS, default=DEFAULT_IDLE_TIMEOUT_S, show_default=True,
+        metavar="SECONDS",
+        help="A renderer actor of the farm that no job has used for this long exits (so an "
+             "autoscaler can scale down); until then it stays warm for the next job.")(fn)
+    fn = click.option(
+        "--priority", type=click.IntRange(0, 100), default=DEFAULT_PRIORITY, show_default=True,
+        help="0-100: on a farm shared with other jobs, a higher-priority job's ready shots go "
+             "first; equal priorities share the workers; a waiting job gains priority with "
+             "time.")(fn)
+    return fn

@@ -32,7 +32,13 @@ from .common import (
     check_out,
     open_writable_store,
 )
-from .options import SECONDS, capacity_timeout_option, resolve_locations, resolve_s3_endpoint
+from .options import (
+    SECONDS,
+    capacity_timeout_option,
+    farm_options,
+    resolve_locations,
+    resolve_s3_endpoint,
+)
 
 # -- validate ------------------------------------------------------------------------------
 
@@ -247,21 +253,25 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--package", "package_", is_flag=True,
               help="Then package the story for interactive playback into --out "
               "(see `reelfarm package`).")
+@farm_options
 @_guard
 def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str | None,
            address: str | None, force: tuple[str, ...], retries: int, max_workers: int | None,
            task_timeout: float | None, capacity_timeout: float, preview_first: bool,
-           quiet: bool, plain: bool, run_id: str | None, package_: bool) -> None:
+           quiet: bool, plain: bool, run_id: str | None, package_: bool, priority: int,
+           idle_timeout: float) -> None:
     """Render what is missing and assemble one master per branch.
 
     \b
     Shots already in the store are not rendered again; a branch whose clips did not change is
-    not re-assembled. Exit 0 when every master is written, 1 when some shots failed (every
-    other branch is still finished), 2 for invalid input, 130 when interrupted (143 on
-    SIGTERM).
+    not re-assembled. Renders on a cluster share its farm of warm renderer actors with every
+    other job (see `reelfarm farm`), by --priority. Exit 0 when every master is written, 1
+    when some shots failed (every other branch is still finished), 2 for invalid input, 130
+    when interrupted (143 on SIGTERM).
     Examples:
       reelfarm render manifests/heist.yaml
       reelfarm render manifests/heist.yaml --out renders/heist --force mara-closeup
+      reelfarm render manifests/heist.yaml --priority 90
       RAY_ADDRESS=ray-head:6379 reelfarm render s3://studio/stories/heist.yaml \\
           --store s3://studio-renders/reelfarm --out s3://studio-renders/out/heist
     """
@@ -280,7 +290,8 @@ def render(file: str, store_url: str | None, s3_endpoint: str | None, out: str |
         force=frozenset(force),
         scheduler=SchedulerOptions(retries=retries, max_workers=max_workers,
                                    task_timeout=task_timeout, preview_first=preview_first,
-                                   capacity_timeout=capacity_timeout),
+                                   capacity_timeout=capacity_timeout, priority=priority,
+                                   idle_timeout=idle_timeout),
         progress="quiet" if quiet else ("plain" if plain else "auto"),
         run_id=run_id,
     )

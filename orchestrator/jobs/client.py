@@ -86,7 +86,8 @@ _ACTIVE_STATES = frozenset({"PENDING", "RUNNING"})
 #: Part of every submission id's hash: bump when the entrypoint's meaning changes.
 _SUBMIT_SCHEMA = "reelfarm-submit/1"
 #: Render options that ``submit`` sets itself and ``extra_args`` may not repeat.
-_OWN_OPTIONS = ("--store", "--out", "--s3-endpoint", "--address", "--run-id")
+_OWN_OPTIONS = ("--store", "--out", "--s3-endpoint", "--address", "--run-id", "--priority",
+                "--idle-timeout")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _META = "reelfarm."  # prefix of the metadata keys reelfarm puts on its jobs
 
@@ -180,6 +181,7 @@ class _Meta:
     plan: str = ""
     source: str = ""
     run_id: str = ""
+    priority: str = ""
 
     def to_metadata(self) -> dict[str, str]:
         md = {_META + k: v for k, v in asdict(self).items()}
@@ -472,9 +474,14 @@ def _keys_digest(keys: Any) -> str:
 
 
 def _entrypoint(filename: str, store: str, out: str, s3_endpoint: str | None,
-                extra_args: Sequence[str], run_id: str) -> str:
+                extra_args: Sequence[str], run_id: str, priority: int | None = None,
+                idle_timeout: float | None = None) -> str:
     argv = ["reelfarm", "render", filename, "--store", store, "--out", out, "--plain",
             "--run-id", run_id]
+    if priority is not None:
+        argv += ["--priority", str(priority)]
+    if idle_timeout is not None:
+        argv += ["--idle-timeout", repr(float(idle_timeout))]
     if s3_endpoint:
         argv += ["--s3-endpoint", s3_endpoint]
     argv += list(extra_args)
@@ -503,7 +510,8 @@ def _s3_endpoint(flag: str | None, *locations: str) -> str | None:
 
 def submit(manifest_path_or_url: str, *, address: str | None = None, store: str | None = None,
            out: str | None = None, s3_endpoint: str | None = None,
-           extra_args: Sequence[str] = (), resubmit: bool = False) -> JobInfo:
+           extra_args: Sequence[str] = (), resubmit: bool = False,
+           priority: int | None = None, idle_timeout: float | None = None) -> JobInfo:
     """Submit a render of a story manifest (a path or ``s3://`` URL) as a Ray job.
 
     ``store`` defaults to ``REELFARM_STORE``; ``out`` to ``REELFARM_OUT`` + ``<story>/``. Both
@@ -516,7 +524,16 @@ def submit(manifest_path_or_url: str, *, address: str | None = None, store: str 
     Returns the new job, or the existing one (``existing=True``) when the same submission is
     pending, running or succeeded. Raises :class:`JobExists` when it failed or was stopped,
     unless ``resubmit`` (then the old job record is replaced by a new run).
+
+    ``priority`` (0-100, default 50) orders the job among the jobs sharing the cluster's farm
+    and ``idle_timeout`` sets how long the farm keeps an unused actor; neither is part of the
+    submission id (the same render at another priority is the same job).
     """
+    if priority is not None and not (isinstance(priority, int) and 0 <= priority <= 100):
+        raise JobError(f"priority {priority!r} is not a whole number from 0 to 100")
+    if idle_timeout is not None and not (isinstance(idle_timeout, (int, float))
+                                         and 0 < idle_timeout < float("inf")):
+        raise JobError(f"idle timeout {idle_timeout!r} is not a positive number of seconds")
     flag = s3_endpoint
     extra = _check_extra(extra_args)
     data, story = _read_manifest(manifest_path_or_url,
@@ -546,9 +563,11 @@ def submit(manifest_path_or_url: str, *, address: str | None = None, store: str 
     meta = _Meta(story=name, store=store_url, out=out_url, s3_endpoint=s3_endpoint or "",
                  manifest_sha256=hashlib.sha256(data).hexdigest(),
                  plan=_plan_digest(story, store_url, s3_endpoint),
-                 source=manifest_path_or_url[:500], run_id=new_run_id())
+                 source=manifest_path_or_url[:500], run_id=new_run_id(),
+                 priority="" if priority is None else str(priority))
     filename = f"{name}.yaml"
-    entry = _entrypoint(filename, store_url, out_url, s3_endpoint, extra, meta.run_id)
+    entry = _entrypoint(filename, store_url, out_url, s3_endpoint, extra, meta.run_id,
+                        priority, idle_timeout)
     with tempfile.TemporaryDirectory(prefix="reelfarm-submit-") as tmp:
         Path(tmp, filename).write_bytes(data)
         try:

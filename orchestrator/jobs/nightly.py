@@ -532,7 +532,7 @@ def _render_combined(sources: list[str], opts: NightlyOptions, names: dict[str, 
                 outs[name] = open_output(outcome.out, s3_endpoint=opts.s3_endpoint)
             job = CombinedRender(
                 plans, store, outs, s3_endpoint=opts.s3_endpoint, options=opts.scheduler,
-                progress=Progress(opts.progress),
+                progress=Progress(opts.progress), priority=opts.scheduler.priority,
                 seeds={n: m.story.spec.seed for n, (_, m) in stories.items()},
                 graphs={n: segment_graph(m.story) for n, (_, m) in stories.items()})
             job.lookup()

@@ -5,7 +5,9 @@ It ties the parts together over ``ray.wait`` (DESIGN.md, Execution on Ray):
 * :mod:`.state`: what each task and branch is (ready, running, rendered, failed, blocked ...);
 * :mod:`.policy`: which ready task each idle worker takes (longest remaining path, branch
   order, model affinity, preview-first);
-* :mod:`.pool`: the renderer actors, and every Ray call for them;
+* :mod:`.pool`: the renderer actors, and every Ray call for them; :mod:`.farmpool`: the same
+  actors leased from the cluster's farm (:mod:`.farm`, shared by every job, warm across jobs),
+  the default;
 * :mod:`.assembly`: one master per branch, reused when it is already in the store;
 * :mod:`orchestrator.store.lookup`: which tasks are cached before anything runs.
 
@@ -26,6 +28,8 @@ from ..store import CorruptBlob, Store
 from ..store.lookup import lookup_with_copies
 from . import policy
 from .assembly import Assembler
+from .farm import DEFAULT_IDLE_TIMEOUT_S
+from .farmpool import FarmPool
 from .masters import Masters
 from .pool import (
     CapacityTimeout,
@@ -77,6 +81,10 @@ class SchedulerOptions:
     backoff_s: float = 0.5
     # autoscale: how long ready work may wait for the autoscaler's nodes before the run fails
     capacity_timeout: float = 900.0
+    priority: int = 50  # 0-100: among the farm's jobs, a higher one's ready tasks go first
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S  # a farm actor nobody uses this long exits
+    farm: bool = True  # lease actors from the cluster's farm; False: actors of this run only
+    job: str | None = None  # the job's name at the farm (default: story + random)
 
 
 class Scheduler:
@@ -99,7 +107,15 @@ class Scheduler:
         self.state = RunState(plan)
         self.runs: dict[str, TaskRun] = self.state.runs
         self.branches: list[BranchRun] = self.state.branches
-        self.pool = WorkerPool(store_url, s3_endpoint, self.opts.max_workers)
+        if self.opts.farm:
+            import secrets
+
+            self.pool: WorkerPool = FarmPool(
+                store_url, s3_endpoint, self.opts.max_workers,
+                job=self.opts.job or f"{plan.story}-{secrets.token_hex(4)}", story=plan.story,
+                priority=self.opts.priority, idle_timeout_s=self.opts.idle_timeout)
+        else:
+            self.pool = WorkerPool(store_url, s3_endpoint, self.opts.max_workers)
         self.assembly = Assembler(store_url, s3_endpoint, plan.profile, plan.encoder)
         self.corrupt: list[dict[str, str]] = []
         self._corrupt_seen: dict[str, int] = defaultdict(int)
@@ -192,8 +208,11 @@ class Scheduler:
                     self._reprioritize()
                     self._last_prio = now
                 self._dispatch(now)
+                self._sync(now)
                 self._report_starvation(now)
                 waiting = [w.ref for w in self.workers.values() if w.ref is not None]
+                if self._farm_sync is not None:
+                    waiting.append(self._farm_sync)
                 waiting += [w.ready_ref for w in self.pool.starting()]
                 waiting += self.assembly.refs()
                 if waiting:
@@ -240,6 +259,8 @@ class Scheduler:
         leaves no actor behind."""
         import ray
 
+        if isinstance(self.pool, FarmPool):
+            return self._lease_workers(timeout_s)
         try:
             self._check_placeable()
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -258,6 +279,29 @@ class Scheduler:
             self.shutdown()
             raise
         return sum(1 for w in self.workers.values() if w.ready)
+
+    def _lease_workers(self, timeout_s: float | None) -> int:
+        """:meth:`start_workers` on the farm: report the work, then sync until the farm has no
+        actor of this job's pools starting and no new lease came (or ``timeout_s``)."""
+        try:
+            self._check_placeable()
+            self._grow()
+            if not self.pool.work:
+                return 0
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            while True:
+                before = len(self.workers)
+                self.pool.send(time.monotonic(), self._ready_models())
+                self._synced()
+                settled = self.pool.starting_in_farm == 0 and len(self.workers) == before
+                if (settled and self.workers) or (
+                        deadline is not None and time.monotonic() >= deadline):
+                    break
+                time.sleep(0.1)
+        except BaseException:
+            self.shutdown()
+            raise
+        return len(self.workers)
 
     def shutdown(self) -> None:
         self.pool.shutdown()
@@ -299,6 +343,28 @@ class Scheduler:
         if self.estimates.refine(self.plan, self.pool.model_of):
             for tid in self._ready:
                 self._queue(self.runs[tid])
+
+    # -- the farm --------------------------------------------------------------------------
+    @property
+    def _farm_sync(self) -> Any:
+        return getattr(self.pool, "sync_ref", None)
+
+    def _ready_models(self) -> dict[tuple, Counter]:
+        out: dict[tuple, Counter] = defaultdict(Counter)
+        for tid, r in self._ready.items():
+            if self.runs[tid].status == READY:
+                out[r.pool][r.model] += 1
+        return out
+
+    def _sync(self, now: float) -> None:
+        """Tell the farm what this job needs (and give back what it revoked), when due."""
+        if isinstance(self.pool, FarmPool) and self.pool.due(now):
+            self.pool.send(now, self._ready_models())
+
+    def _synced(self, timeout: float | None = None) -> None:
+        for line in self.pool.synced(timeout):
+            if self.progress:
+                self.progress.note(line)
 
     # -- workers ---------------------------------------------------------------------------
     def _check_placeable(self) -> None:
@@ -366,6 +432,9 @@ class Scheduler:
 
     # -- completions -----------------------------------------------------------------------
     def _complete(self, ref: Any) -> None:
+        if self._farm_sync is not None and ref == self._farm_sync:
+            self._synced()
+            return
         if ref in self.assembly.running:
             self._assembled(ref)
             return
