@@ -138,6 +138,28 @@ def start_moto() -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
+def bench_bucket(endpoint: str) -> Any:
+    """The environment every process of a benchmark uses for the S3 server at ``endpoint``
+    (throwaway credentials, no profile or metadata lookups), and a client with the bucket
+    ``bench`` made."""
+    import boto3
+    from botocore.config import Config
+
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(k, None)
+    os.environ.update({
+        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
+        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    })
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}))
+    client.create_bucket(Bucket="bench")
+    return client
+
+
 def count_lookup_requests(doc: dict[str, Any], store_url: str) -> dict[str, int]:
     """Requests of the cache lookup of the cached story, and of the same lookup object by
     object (what it cost before listings and the run record's copies of the records)."""
@@ -171,9 +193,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
-    import boto3
     import ray
-    from botocore.config import Config
     from click.testing import CliRunner
 
     from orchestrator.cli import main as cli
@@ -181,18 +201,7 @@ def main() -> None:
     from orchestrator.store.base import blob_path
 
     server, endpoint = start_moto()
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        os.environ.pop(k, None)
-    os.environ.update({
-        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
-        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    })
-    client = boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}))
-    client.create_bucket(Bucket="bench")
+    client = bench_bucket(endpoint)
     store_url = "s3://bench/store"
     register_backend(SolidBackend())
     os.environ.pop("RAY_ADDRESS", None)

@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import yaml  # noqa: E402
-from cache import SolidBackend, log, start_moto  # noqa: E402
+from cache import SolidBackend, bench_bucket, log, start_moto  # noqa: E402
 
 from actors.backends import register_backend  # noqa: E402
 
@@ -125,26 +125,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="no-op nights of each kind")
     args = ap.parse_args()
 
-    import boto3
     import ray
-    from botocore.config import Config
 
     from orchestrator.jobs.nightly import NightlyOptions
     from orchestrator.run.driver import SchedulerOptions
 
     server, endpoint = start_moto()
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        os.environ.pop(k, None)
-    os.environ.update({
-        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
-        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    })
-    client = boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}))
-    client.create_bucket(Bucket="bench")
+    client = bench_bucket(endpoint)
     names = [f"story-{i:03d}" for i in range(args.stories)]
     for name in names:
         client.put_object(Bucket="bench", Key=f"stories/{name}.yaml", Body=yaml.safe_dump(

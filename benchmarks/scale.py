@@ -182,10 +182,8 @@ def fill_cache(store_url: str, doc: dict[str, Any]) -> tuple[int, str]:
 
 
 def bench_noop_render(tasks: int, repeat: int, tmp: Path) -> dict[str, Any]:
-    import boto3
     import ray
-    from botocore.config import Config
-    from cache import start_moto
+    from cache import bench_bucket, start_moto
     from click.testing import CliRunner
 
     import orchestrator.run.render as render_mod
@@ -194,18 +192,7 @@ def bench_noop_render(tasks: int, repeat: int, tmp: Path) -> dict[str, Any]:
     doc = diamond_story(tasks, hub=4, ways=16, name="noop-bench")
     story = write_compact(tmp / "noop.yaml", doc)
     server, endpoint = start_moto()
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        os.environ.pop(k, None)
-    os.environ.update({
-        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
-        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    })
-    client = boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}))
-    client.create_bucket(Bucket="bench")
+    client = bench_bucket(endpoint)
     store_url = "s3://bench/store"
     stores: list[Any] = []
     opened = render_mod.open_store
