@@ -80,7 +80,7 @@ def test_branches_with_the_same_clips_assemble_their_master_once():
     joined = combine([expand(story(two_endings(n, "count-plan", own=f"{n}'s end")["spec"][
         "segments"], name=n, renderer={"backend": "count-plan"})) for n in ("alpha", "bravo")])
     state = RunState(joined.plan)
-    masters = Masters(joined.plan, None, state, found_corrupt=print, note=print)  # type: ignore[arg-type]
+    masters = Masters(joined.plan, None, state, found_corrupt=print, note=print)  # no store read
     by = {b.name: b for b in state.branches}
     alpha, bravo, own = by["alpha/out"], by["bravo/out"], by["bravo/own"]
     alpha.key = bravo.key = "same clips"
