@@ -68,6 +68,39 @@ def test_combine_runs_each_key_once_and_keeps_every_story_s_names():
             b.by_id[t].key for t in x.tasks]
 
 
+def test_branches_with_the_same_clips_assemble_their_master_once():
+    """Joined stories' branches with the same clips have one master: the first branch to
+    need it assembles it, the others wait and take it (not assembled for them); should its
+    assembly fail, they are waiting again, to assemble their own."""
+    from orchestrator.run.masters import Masters
+    from orchestrator.run.state import RunState
+    from orchestrator.store import BlobRef
+
+    use(CountingBackend("count-plan", "/nonexistent"))
+    joined = combine([expand(story(two_endings(n, "count-plan", own=f"{n}'s end")["spec"][
+        "segments"], name=n, renderer={"backend": "count-plan"})) for n in ("alpha", "bravo")])
+    state = RunState(joined.plan)
+    masters = Masters(joined.plan, None, state, found_corrupt=print, note=print)  # no store read
+    by = {b.name: b for b in state.branches}
+    alpha, bravo, own = by["alpha/out"], by["bravo/out"], by["bravo/own"]
+    alpha.key = bravo.key = "same clips"
+    own.key = "other clips"
+    assert masters.claim(alpha) and masters.claim(own)
+    assert not masters.claim(bravo) and bravo.status == "assembling"
+
+    alpha.status = "failed"  # its assembly failed: bravo assembles its own
+    assert masters.assembled(alpha) == [] and bravo.status == "waiting"
+    assert masters.claim(bravo)
+
+    alpha.status = "waiting"
+    assert not masters.claim(alpha)
+    ref = BlobRef(sha256="a" * 64, size=10)
+    state.branch_done(bravo, ref, 16, cached=False)
+    assert masters.assembled(bravo) == [alpha]
+    assert (alpha.status, alpha.master, alpha.frames, alpha.cached) == ("done", ref, 16, True)
+    assert (own.status, masters.assembled(own)) == ("waiting", [])
+
+
 def _night(tmp_path: Path, docs: list[dict], **kw) -> tuple[NightlyOptions, Path]:
     stories = tmp_path / "stories"
     stories.mkdir(exist_ok=True)
@@ -109,7 +142,9 @@ def test_shots_shared_by_stories_render_once(ray_cluster, tmp_path):
     assert {n: (s.status, s.tasks, s.rendered, s.cached, s.masters_assembled)
             for n, s in by.items()} == {
         "alpha": ("rendered", 5, 5, 0, 2),
-        "bravo": ("rendered", 5, 1, 4, 2),  # only its own ending: the rest is alpha's
+        # only its own ending renders and assembles: the rest, and its "out" master (the
+        # same clips as alpha's), are alpha's
+        "bravo": ("rendered", 5, 1, 4, 1),
         "small": ("rendered", 5, 5, 0, 2)}
     done = renders(counts)
     assert set(done.values()) == {1}  # no key rendered twice
@@ -119,6 +154,7 @@ def test_shots_shared_by_stories_render_once(ray_cluster, tmp_path):
     for name in ("alpha", "bravo", "small"):
         report = _check_outputs(out, name)
         assert report["story"] == name and report["status"] == "succeeded"
+        assert report["waiting_for"] is None  # every field of render's report, joined too
         assert report["totals"]["masters"] == 2
         record = json.loads((store / "runs" / name / f"{by[name].run_id}.json").read_text())
         assert record["status"] == "succeeded"
@@ -127,6 +163,11 @@ def test_shots_shared_by_stories_render_once(ray_cluster, tmp_path):
     bravo = _check_outputs(out, "bravo")
     assert {t["reason"] for t in bravo["tasks"] if t["status"] == "rendered"} == {
         "never rendered"}
+    masters = {n: {b["name"]: b["master"]["sha256"]
+                   for b in json.loads((out / n / "branches.json").read_text())}
+               for n in ("alpha", "bravo")}
+    assert masters["bravo"]["out"] == masters["alpha"]["out"]
+    assert masters["bravo"]["own"] != masters["alpha"]["own"]
     shared = {t["id"]: t for t in bravo["tasks"] if t["status"] == "cached"}
     assert shared["bravo-2"]["reason"] == "rendered in this run as alpha/alpha-2"
     assert all(t["seconds"] == 0 for t in shared.values())
@@ -157,7 +198,8 @@ def test_shots_shared_by_stories_render_once(ray_cluster, tmp_path):
     why = {t["id"]: t["reason"] for t in alpha["tasks"] if t["status"] == "rendered"}
     assert why["alpha-1"].startswith("prompt: ") and why["alpha-2"].startswith("upstream ")
     bravo = _check_outputs(out, "bravo")
-    assert bravo["totals"]["masters_assembled"] == 2
+    assert bravo["totals"]["masters_assembled"] == 1  # its own ending; "out" is alpha's
+    assert alpha["totals"]["masters_assembled"] == 2
 
 
 def test_a_failing_shot_fails_only_its_own_story(ray_cluster, tmp_path):

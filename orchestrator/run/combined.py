@@ -111,7 +111,7 @@ def combine(plans: Sequence[RenderPlan]) -> Combined:
 class StoryView:
     """One story's share of a combined run, with the names its own plan uses: what
     :mod:`orchestrator.run.render` reads to report and publish a run (``plan``, ``runs``,
-    ``branches``, ``corrupt``, ``progress``, ``counts()``, ``records()``,
+    ``branches``, ``corrupt``, ``progress``, ``waiting_for``, ``counts()``, ``records()``,
     ``model_switches()``)."""
 
     def __init__(self, combined: Combined, sched: Scheduler, story: str) -> None:
@@ -150,6 +150,11 @@ class StoryView:
     @property
     def workers(self) -> Any:
         return self._sched.workers  # the shared pool's
+
+    @property
+    def waiting_for(self) -> str | None:
+        """What the joined run waits for from the autoscaler (the shared pool's)."""
+        return self._sched.waiting_for
 
     @property
     def remaining(self) -> dict[str, float]:

@@ -546,6 +546,8 @@ class Scheduler:
                         self._queue(self.state.ready(run))
                 continue
             b.key = self.masters.key(b)
+            if not self.masters.claim(b):  # another branch assembles the same master
+                continue
             b.status = "assembling"
             self.assembly.start(b, b.key, self.state.clips(b))
 
@@ -553,6 +555,7 @@ class Scheduler:
         b, got = self.assembly.collect(ref)
         if isinstance(got, CorruptBlob):
             b.status = "waiting"
+            self.masters.assembled(b)  # those waiting for it wait again too
             self._corrupt(got.digest, found_by=f"master {b.name}")
             return
         if isinstance(got, BaseException):
@@ -562,5 +565,7 @@ class Scheduler:
             b.error = f"master has {got.frames} frames, the plan {self.masters.expected_frames(b)}"
         else:
             self.state.branch_done(b, got.outputs["master"], got.frames, cached=False)
+        shared = self.masters.assembled(b)
         if self.progress:
-            self.progress.branch_finished(self, b)
+            for x in (b, *shared):
+                self.progress.branch_finished(self, x)

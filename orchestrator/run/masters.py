@@ -37,6 +37,9 @@ class Masters:
         # (branch name, digest) -> True when the output already holds exactly that master, so
         # publishing will not read the store's copy and re-hashing it can be skipped
         self.published: Callable[[str, str], bool] | None = None
+        # master key -> the branches waiting for the one assembling it (branches of stories
+        # joined in a night that share every clip share their master)
+        self.assembling: dict[str, list[BranchRun]] = {}
 
     def profile(self, b: BranchRun) -> Profile:
         """The profile of ``b``'s clips: its tasks' (the plan's, unless the plan joins several
@@ -107,6 +110,30 @@ class Masters:
             return False
         self.sound.add(ref.sha256)
         return True
+
+    def claim(self, b: BranchRun) -> bool:
+        """For a branch to assemble (``b.key`` set): ``True`` when it is to assemble its
+        master, ``False`` when another branch is assembling the same master in this run;
+        ``b`` then waits for it (:meth:`assembled`), so a master is assembled once."""
+        waiting = self.assembling.get(b.key)
+        if waiting is None:
+            self.assembling[b.key] = []
+            return True
+        b.status = "assembling"
+        waiting.append(b)
+        return False
+
+    def assembled(self, b: BranchRun) -> list[BranchRun]:
+        """``b``'s assembly ended: the branches that waited for its master are done with it
+        (``cached``: not assembled for them), or, when it failed, waiting again to assemble
+        their own. Returns the branches done."""
+        waited = self.assembling.pop(b.key, []) if b.key else []
+        for w in waited:
+            if b.status == "done" and b.master is not None:
+                self.state.branch_done(w, b.master, b.frames, cached=True)
+            else:
+                w.status = "waiting"
+        return [w for w in waited if w.status == "done"]
 
     def confirm_copies(self, b: BranchRun) -> bool:
         """Read the stored records of ``b``'s tasks that came from run-record copies; a copy
