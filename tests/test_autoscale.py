@@ -52,10 +52,13 @@ def forked_story(renderer: dict, name: str) -> dict:
 
 
 def render(cluster, tmp: Path, doc: dict, *args: str, **env: str):
+    """``reelfarm render`` on the autoscaling cluster. The farm's renderer actors exit after
+    2 s without work (``--idle-timeout``), so the autoscaler may then remove their nodes."""
     path = write_story(tmp / f"{doc['metadata']['name']}.yaml", doc)
     return cluster.run(
         [sys.executable, str(ENTRY), "render", str(path), "--address", cluster.address,
-         "--store", str(tmp / "store"), "--out", str(tmp / "out"), "--plain", *args],
+         "--store", str(tmp / "store"), "--out", str(tmp / "out"), "--plain",
+         "--idle-timeout", "2", *args],
         REELFARM_TEST_SLEEP_PER_FRAME="0.02", **env)
 
 
@@ -65,7 +68,8 @@ def worker_nodes(status: dict) -> list[dict]:
 
 
 def back_to_zero(cluster, within_s: float = 240.0) -> dict:
-    """Wait until the autoscaler has removed every worker node (idle timeout: 6 s)."""
+    """Wait until the autoscaler has removed every worker node: the farm's actors exit after
+    their idle timeout, then the autoscaler's own (6 s) removes the idle nodes."""
     deadline = time.monotonic() + within_s
     while True:
         st = cluster.status()

@@ -385,3 +385,47 @@ def test_ctrl_c_finalises_every_story_s_record(ray_cluster, tmp_path):
     assert [(s["story"], s["status"]) for s in doc["stories"]] == [
         ("alpha", "failed"), ("bravo", "failed")]
     assert all(s["problems"] == ["render interrupted"] for s in doc["stories"])
+
+
+def test_ctrl_c_stops_a_story_by_story_night(ray_cluster, tmp_path):
+    """Story by story (``combined=False``, or the fallback when the joined run cannot run), a
+    SIGINT during one story's render stops the night: that story's record is finalised as
+    interrupted and the stories after it are listed as not rendered, not started."""
+    import os
+    import signal
+    import threading
+
+    from backends_for_tests import SleepBackend
+    from cachetools import fork_story, wait_for
+
+    from orchestrator.jobs.nightly import NOT_RENDERED
+
+    use(SleepBackend("sleep-night", per_frame_s=0.4))
+    docs = [fork_story(name, backend="sleep-night", b_prompt=f"{name}'s door", extra_a=4)
+            for name in ("alpha", "bravo")]
+    opts, stories = _night(tmp_path, docs, combined=False)
+    store = Path(opts.store)
+
+    def interrupt() -> None:
+        def rendering() -> bool:  # alpha's render has a finished shot: its handler is in
+            for r in (store / "runs" / "alpha").glob("*.json"):
+                with contextlib.suppress(ValueError):
+                    doc = json.loads(r.read_text())
+                    if doc["status"] == "running" and doc["totals"]["rendered"] >= 1:
+                        return True
+            return False
+
+        wait_for(rendering, 240, "alpha rendering")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=interrupt, daemon=True)
+    t.start()
+    result = run_nightly(str(stories), opts)
+    t.join(timeout=10)
+    by = {s.source.rsplit("/", 1)[-1]: s for s in result.stories}
+    assert by["alpha.yaml"].interrupted and not by["alpha.yaml"].ok
+    alpha = [json.loads(r.read_text()) for r in (store / "runs" / "alpha").glob("*.json")]
+    assert [r["status"] for r in alpha] == ["interrupted"]
+    assert by["bravo.yaml"].problems == [NOT_RENDERED]
+    assert not (store / "runs" / "bravo").exists()  # never started
+    assert result.exit_code != 0

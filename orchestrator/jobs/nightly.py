@@ -60,6 +60,7 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 # story statuses
 UNCHANGED, RENDERED, FAILED, INVALID = "unchanged", "rendered", "failed", "invalid"
+NOT_RENDERED = "not rendered: the night was interrupted"
 SKIPPED = "skipped"  # not a reelfarm/v1 Story manifest
 OK_STATUSES = (UNCHANGED, RENDERED, SKIPPED)
 STATUSES = (UNCHANGED, RENDERED, FAILED, INVALID, SKIPPED)
@@ -104,6 +105,11 @@ class StoryOutcome:
     @property
     def ok(self) -> bool:
         return self.status in OK_STATUSES
+
+    @property
+    def interrupted(self) -> bool:
+        """Its render was stopped by SIGINT or SIGTERM: the night stops with it."""
+        return "render interrupted" in self.problems
 
 
 @dataclass
@@ -458,7 +464,9 @@ def _rendered(outcome: StoryOutcome, result) -> None:
     outcome.status = RENDERED if result.exit_code == 0 else FAILED
     outcome.problems = [f"{f['id']}: {f['error']}" for f in r["failures"]]
     outcome.problems += [e for e in r.get("errors", []) if e not in outcome.problems]
-    if result.exit_code != 0 and not outcome.problems:
+    if r["status"] == "interrupted":
+        outcome.problems.append("render interrupted")
+    elif result.exit_code != 0 and not outcome.problems:
         outcome.problems = [f"render {r['status']}"]
 
 
@@ -518,6 +526,10 @@ def _render_combined(sources: list[str], opts: NightlyOptions, names: dict[str, 
         def alone(names: list[str], why: str) -> list[StoryOutcome]:
             for name in names:
                 outcome, m = stories[name]
+                if any(o.interrupted for o in outcomes):  # Ctrl-C stops the whole night
+                    outcome.status, outcome.problems = FAILED, [NOT_RENDERED]
+                    told(outcome)
+                    continue
                 try:
                     _render_alone(m, opts, outcome)
                 except Exception as e:  # noqa: BLE001 - one story's failure stops no other
@@ -715,6 +727,10 @@ def run_nightly(prefix: str, opts: NightlyOptions, *, on_story=None) -> NightlyR
     else:
         outcomes = []
         for source in sources:
+            if any(o.interrupted for o in outcomes):  # Ctrl-C stops the whole night
+                outcomes.append(StoryOutcome(source=source, status=FAILED,
+                                             problems=[NOT_RENDERED]))
+                continue
             outcome = _render_one(source, opts, names)
             outcomes.append(outcome)
             if on_story is not None:

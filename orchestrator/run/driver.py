@@ -365,6 +365,8 @@ class Scheduler:
         for line in self.pool.synced(timeout):
             if self.progress:
                 self.progress.note(line)
+        if self.pool.autoscaler is not None:  # the farm's reply says what it awaits
+            self._note_awaited()
 
     # -- workers ---------------------------------------------------------------------------
     def _check_placeable(self) -> None:
@@ -385,11 +387,7 @@ class Scheduler:
         notes, self.pool.notes = self.pool.notes, []  # a request the autoscaler refused
         for line in notes:
             self._note(line)
-        awaited = self.pool.waiting_for()
-        if awaited != self.waiting_for:
-            self.waiting_for = awaited
-            if awaited:
-                self._note(f"waiting for {awaited}")
+        awaited = self._note_awaited()
         waiting = {r.pool for tid, r in self._ready.items() if self.runs[tid].status == READY}
         stuck = self.pool.stuck(waiting)
         if not stuck:
@@ -403,6 +401,15 @@ class Scheduler:
                 f"no node for renderer actors ({pools}) after waiting "
                 f"{self.opts.capacity_timeout:g}s for {awaited or 'nodes'} "
                 "(--capacity-timeout); check the autoscaler's node types, limits and quotas")
+
+    def _note_awaited(self) -> str | None:
+        """What the run waits for from the autoscaler, said when it changes."""
+        awaited = self.pool.waiting_for()
+        if awaited != self.waiting_for:
+            self.waiting_for = awaited
+            if awaited:
+                self._note(f"waiting for {awaited}")
+        return awaited
 
     def _came_up(self, w: Worker) -> None:
         try:
