@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from actors.backends import get_backend
 from actors.encode import EncoderMismatch, encoder_id
 from actors.media import ffmpeg_exe
-from actors.renderer import ShotRenderer
+from actors.renderer import ShotFailed, ShotRenderer
 from orchestrator.cli import main
 from orchestrator.plan.expand import expand
 from orchestrator.spec.loading import load_manifest
@@ -81,8 +81,9 @@ def test_a_node_with_another_build_refuses_the_task(other_build, tmp_path, monke
     monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(other_build))  # this node has another build
     store = tmp_path / "store"
     worker = ShotRenderer(str(store), None, get_backend("previz"))
-    with pytest.raises(EncoderMismatch, match="0.0-other-build"):
+    with pytest.raises(ShotFailed, match="^EncoderMismatch: .*0.0-other-build") as got:
         worker.render(task, None)
+    assert "EncoderMismatch" in got.value.traceback  # kept whole, for the shot's log
     assert not list(store.rglob("*.json"))  # nothing stored under the key
     monkeypatch.delenv("IMAGEIO_FFMPEG_EXE")  # the same build as the key: it renders
     record = worker.render(task, None)
