@@ -263,8 +263,12 @@ def test_actors_that_keep_failing_after_one_came_up_stop_being_started(ray_clust
     """After a first actor came up, a node whose actors always fail to start is not retried
     forever: past the bound no more actors are started and the ones up finish the work."""
     from backends_for_tests import OneGoodActorBackend
+    from cachetools import wait_actors_gone
 
     import orchestrator.run.pool as pool
+
+    # the farm's warm actors from earlier tests would hold the slots this run's actors need
+    wait_actors_gone()
 
     monkeypatch.setattr(pool, "MAX_POOL_START_FAILURES", 3)
     log = tmp_path / "log"

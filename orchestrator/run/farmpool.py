@@ -73,13 +73,9 @@ class FarmPool(WorkerPool):
     def idle(self) -> list[Worker]:
         return [w for w in super().idle() if w.id not in self.revoked]
 
-    def render(self, w: Worker, task: RenderTask, condition: BlobRef | None) -> None:
-        model = self.model_of[task.id]
-        if model is not None and w.model is not None and model != w.model:
-            w.switches += 1
-        w.model = model if model is not None else w.model
-        w.task = task.id
-        w.ref = w.handle.render.remote(task, condition, (self.store_url, self.s3_endpoint))
+    def _submit(self, w: Worker, task: RenderTask, condition: BlobRef | None) -> Any:
+        """A farm's actor serves many jobs: each render names this job's store."""
+        return w.handle.render.remote(task, condition, (self.store_url, self.s3_endpoint))
 
     def replace(self, w: Worker) -> None:
         """Kill a leased actor (it died, or its task timed out): the farm hears of it."""

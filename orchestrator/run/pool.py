@@ -304,7 +304,11 @@ class WorkerPool:
             w.switches += 1
         w.model = model if model is not None else w.model
         w.task = task.id
-        w.ref = w.handle.render.remote(task, condition)
+        w.ref = self._submit(w, task, condition)
+
+    def _submit(self, w: Worker, task: RenderTask, condition: BlobRef | None) -> Any:
+        """The actor call that renders ``task`` on ``w``; its reference."""
+        return w.handle.render.remote(task, condition)
 
     def collect(self, w: Worker) -> Completion:
         """The outcome of a worker's finished render; the worker is free again (or replaced,
