@@ -55,10 +55,11 @@ def farm_name() -> str:
 
 
 def who() -> str:
+    """``user@host``: who runs a job (the farm's queue and the run record say the same)."""
     try:
         user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in a container: still a job
-        user = "?"
+    except (OSError, KeyError):  # no passwd entry for the uid (a container)
+        user = os.environ.get("USER") or "unknown"
     return f"{user}@{socket.gethostname()}"
 
 

@@ -35,6 +35,7 @@ from ..store.outputs import open_output
 from . import report_html
 from .driver import FAILED, CapacityTimeout, Interrupted, Scheduler, SchedulerOptions
 from .events import Listeners
+from .farm import who
 from .live_record import MIN_INTERVAL_S, LiveRecord
 from .metrics import RunMetrics
 from .pool import one_line as _one_line
@@ -575,15 +576,8 @@ def run_identity(priority: int = 50) -> dict[str, Any]:
     """Who runs the render, where, with which reelfarm: the run record's ``user``
     (``user@host``), ``host``, ``version``, ``priority`` and ``job_id`` (the Ray job's
     submission id when the render runs as a job, else ``None``)."""
-    import getpass
-    import socket
-
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):  # no passwd entry for the uid (a container)
-        user = os.environ.get("USER") or "unknown"
-    host = socket.gethostname()
-    return {"user": f"{user}@{host}", "host": host, "version": reelfarm_version(),
+    user = who()
+    return {"user": user, "host": user.rsplit("@", 1)[1], "version": reelfarm_version(),
             "priority": priority, "job_id": _ray_job_id()}
 
 
