@@ -10,9 +10,11 @@ bytes pass through Ray's object store. Each render's output is kept as the shot'
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -93,8 +95,20 @@ def reelfarm_version() -> str:
         return "unknown"
 
 
+CONTROL = "control"
+#: Ray's options for the actor class: renders run one at a time, in the order they were sent;
+#: a recall (:meth:`ShotRenderer.recall`) runs at once beside them, on its own thread.
+ACTOR_OPTIONS = {"concurrency_groups": {CONTROL: 1}}
+_BEGUN_KEPT = 64  # tickets of the last calls begun, for recalls that come too late
+
+
 class ShotRenderer:
-    """Wrap with ``ray.remote(ShotRenderer).options(...)``; see :mod:`orchestrator.schedule`."""
+    """Wrap with ``ray.remote(**ACTOR_OPTIONS)(ShotRenderer)`` and ``max_concurrency=1``; see
+    :mod:`orchestrator.run.pool`.
+
+    A driver may send several renders at once (pipelined dispatch): each starts when the one
+    before it ends. A render that has not started can be taken back with :meth:`recall` (its
+    call then returns ``None`` at once), so the driver can give it to another worker."""
 
     def __init__(self, store_url: str | None, s3_endpoint: str | None,
                  backend: Backend | BackendPayload) -> None:
@@ -105,6 +119,9 @@ class ShotRenderer:
         self.backend = backend.load() if isinstance(backend, BackendPayload) else backend
         self._renderer: Renderer | None = None
         self.node = _node_name()
+        self._gate = threading.Lock()
+        self._recalled: set[str] = set()
+        self._begun: collections.deque[str] = collections.deque(maxlen=_BEGUN_KEPT)
 
     def info(self) -> dict[str, Any]:
         """Finish starting, then say where this actor runs. The scheduler calls it once and
@@ -137,12 +154,38 @@ class ShotRenderer:
             self._stores[where] = open_store(where[0], s3_endpoint=where[1])
         return self._stores[where]
 
+    def recall(self, ticket: str) -> bool:
+        """Take back the render call named ``ticket`` if it has not started: True, and that
+        call returns ``None`` without rendering; False when it has started (or finished).
+        Call it in the ``control`` concurrency group (``.options(concurrency_group=...)``),
+        so that it does not wait behind the renders."""
+        with self._gate:
+            if ticket in self._begun:
+                return False
+            self._recalled.add(ticket)
+            return True
+
+    def _begin(self, ticket: str | None) -> bool:
+        """Whether the call named ``ticket`` may run (False: it was recalled)."""
+        if ticket is None:
+            return True
+        with self._gate:
+            if ticket in self._recalled:
+                self._recalled.discard(ticket)
+                return False
+            self._begun.append(ticket)
+            return True
+
     def render(self, task: RenderTask, condition: BlobRef | None,
-               store: tuple[str, str | None] | None = None) -> ActionRecord:
+               store: tuple[str, str | None] | None = None,
+               ticket: str | None = None) -> ActionRecord | None:
         """Render ``task`` into the store and return its action record. Everything the render
         prints (the backend's and ffmpeg's output, warnings, log records, a failure's
         traceback) is kept as the shot's log, a text blob named by ``outputs["log"]``; a
-        failure raises :class:`ShotFailed`, which names the log (it is stored all the same)."""
+        failure raises :class:`ShotFailed`, which names the log (it is stored all the same).
+        ``None``: the call named ``ticket`` was recalled before it started."""
+        if not self._begin(ticket):
+            return None
         self.store = self._store(store) if store else self.store
         if self.backend.writes_nothing:  # a benchmark of the driver: nothing made or stored
             return ActionRecord(key=task.key, kind="noop", outputs={}, frames=0,

@@ -7,7 +7,15 @@ from types import SimpleNamespace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.run.policy import Idle, Ready, assign, remaining_seconds
+from orchestrator.run.policy import (
+    Held,
+    Idle,
+    Queued,
+    Ready,
+    assign,
+    recalls,
+    remaining_seconds,
+)
 from orchestrator.run.state import BLOCKED, DONE, FAILED, PENDING, READY, RENDERED, RunState
 
 
@@ -130,6 +138,78 @@ def test_a_worker_with_the_model_warm_is_preferred_when_priorities_tie(models, w
         assert chosen.model == warm
     else:
         assert chosen == min(ready, key=lambda r: (r.priority, r.task))
+
+
+# -- pipelined dispatch: taking queued tasks back ------------------------------------------
+
+
+def _q(task, rem, model=None, **kw):
+    return Queued(task, model, (1, -rem, 0, 0), **kw)
+
+
+def test_an_idle_worker_with_nothing_ready_takes_a_task_queued_elsewhere():
+    busy = Held(1, "p", running=True, queued=(_q("late", 3.0),))
+    got = recalls([], [busy, Held(2, "p")], now=0, remaining={"late": 3.0})
+    assert got == [(1, "late")]
+    # not from another pool, not a recall already under way, not when ready work waits
+    assert recalls([], [busy, Held(2, "other")], now=0, remaining={"late": 3.0}) == []
+    asked = Held(1, "p", running=True, queued=(_q("late", 3.0, recallable=False),))
+    assert recalls([], [asked, Held(2, "p")], now=0, remaining={"late": 3.0}) == []
+    waiting = [_ready("ready-one", prio=(1, -1.0, 0, 0))]
+    assert recalls(waiting, [busy, Held(2, "p")], now=0,
+                   remaining={"late": 3.0, "ready-one": 1.0}) == []
+
+
+def test_an_idle_worker_takes_the_queued_task_of_its_warm_model_unless_a_longer_path_waits():
+    a = Held(1, "p", running=True, queued=(_q("m2-task", 9.0, "m2"),))
+    b = Held(2, "p", running=True, queued=(_q("m1-task", 5.0, "m1"),))
+    rem = {"m2-task": 9.0, "m1-task": 5.0}
+    assert recalls([], [a, b, Held(3, "p", "m1")], now=0, remaining=rem) == [(2, "m1-task")]
+    # a switch that costs 1 s is worth a 4 s longer path
+    assert recalls([], [a, b, Held(3, "p", "m1")], now=0, remaining=rem,
+                   switch_cost={"m2": 1.0}) == [(1, "m2-task")]
+
+
+def test_a_ready_task_on_a_longer_path_takes_the_place_of_the_weakest_queued_one():
+    workers = [Held(1, "p", running=True, queued=(_q("short", 2.0),)),
+               Held(2, "p", running=True, queued=(_q("shorter", 1.0),))]
+    rem = {"short": 2.0, "shorter": 1.0, "critical": 8.0, "minor": 0.5}
+    critical = _ready("critical", prio=(1, -8.0, 0, 0))
+    assert recalls([critical], workers, now=0, remaining=rem) == [(2, "shorter")]
+    # a shorter path waits its turn; so does one still in back-off
+    assert recalls([_ready("minor", prio=(1, -0.5, 0, 0))], workers, now=0, remaining=rem) == []
+    backoff = _ready("critical", prio=(1, -8.0, 0, 0), not_before=5.0)
+    assert recalls([backoff], workers, now=1.0, remaining=rem) == []
+
+
+def test_a_task_of_another_model_takes_a_queued_place_only_for_more_than_the_switch_cost():
+    workers = [Held(1, "p", "m1", running=True, queued=(_q("queued", 2.0, "m1"),))]
+    rem = {"queued": 2.0, "other-model": 8.0}
+    ready = [_ready("other-model", "m2", (1, -8.0, 0, 0))]
+    assert recalls(ready, workers, now=0, remaining=rem) == []  # 6 s < the default 10 s
+    assert recalls(ready, workers, now=0, remaining=rem, switch_cost={"m2": 1.0}) == [
+        (1, "queued")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.lists(st.floats(0, 50), max_size=3)),
+                min_size=1, max_size=6),
+       st.lists(st.floats(0, 50), max_size=6))
+def test_recalls_name_only_queued_tasks_each_once(workers, ready_rems):
+    held, rem = [], {}
+    for i, (running, queued) in enumerate(workers):
+        qs = tuple(_q(f"w{i}q{j}", r) for j, r in enumerate(queued))
+        rem.update({q.task: -q.priority[1] for q in qs})
+        held.append(Held(i, "p", running=running or bool(qs), queued=qs))
+    ready = [_ready(f"r{k}", prio=(1, -r, 0, k)) for k, r in enumerate(ready_rems)]
+    rem.update({r.task: -r.priority[1] for r in ready})
+    got = recalls(ready, held, now=0, remaining=rem)
+    assert len({t for _, t in got}) == len(got)
+    queued_on = {q.task: w.id for w in held for q in w.queued}
+    assert all(queued_on.get(t) == wid for wid, t in got)
+    # never more than there are places to fill: idle workers, plus ready tasks
+    idle = sum(1 for w in held if not w.running and not w.queued)
+    assert len(got) <= idle + len(ready)
 
 
 # -- the state machine --------------------------------------------------------------------

@@ -3,8 +3,9 @@
 It ties the parts together over ``ray.wait`` (DESIGN.md, Execution on Ray):
 
 * :mod:`.state`: what each task and branch is (ready, running, rendered, failed, blocked ...);
-* :mod:`.policy`: which ready task each idle worker takes (longest remaining path, branch
-  order, model affinity, preview-first);
+* :mod:`.policy`: which ready task each worker takes (longest remaining path, branch order,
+  model affinity, preview-first), and which queued task to take back; dispatch is pipelined
+  (each actor holds up to ``queue_depth`` tasks, so the next starts when the last ends);
 * :mod:`.pool`: the renderer actors, and every Ray call for them; :mod:`.farmpool`: the same
   actors leased from the cluster's farm (:mod:`.farm`, shared by every job, warm across jobs),
   the default;
@@ -32,10 +33,12 @@ from .farm import DEFAULT_IDLE_TIMEOUT_S
 from .farmpool import FarmPool
 from .masters import Masters
 from .pool import (
+    Call,
     CapacityTimeout,
     Corrupt,
     Lost,
     Raised,
+    Recalled,
     Rendered,
     Unplaceable,
     Worker,
@@ -85,6 +88,9 @@ class SchedulerOptions:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S  # a farm actor nobody uses this long exits
     farm: bool = True  # lease actors from the cluster's farm; False: actors of this run only
     job: str | None = None  # the job's name at the farm (default: story + random)
+    # tasks each actor may hold (pipelined dispatch): the running one and those queued behind
+    # it, each starting when the one before ends. 1: a task is sent when its worker is free.
+    queue_depth: int = 2
 
 
 class Scheduler:
@@ -107,15 +113,21 @@ class Scheduler:
         self.state = RunState(plan)
         self.runs: dict[str, TaskRun] = self.state.runs
         self.branches: list[BranchRun] = self.state.branches
-        if self.opts.farm:
-            import secrets
+        import secrets
 
+        job = self.opts.job or f"{plan.story}-{secrets.token_hex(4)}"
+        if self.opts.farm:
             self.pool: WorkerPool = FarmPool(
                 store_url, s3_endpoint, self.opts.max_workers,
-                job=self.opts.job or f"{plan.story}-{secrets.token_hex(4)}", story=plan.story,
+                job=job, story=plan.story,
                 priority=self.opts.priority, idle_timeout_s=self.opts.idle_timeout)
         else:
             self.pool = WorkerPool(store_url, s3_endpoint, self.opts.max_workers)
+        self.pool.job = job
+        self.depth = max(1, self.opts.queue_depth)
+        # every actor call in flight: ("render" | "recall", worker, call)
+        self._inflight: dict[Any, tuple[str, Worker, Call]] = {}
+        self.recalls = 0  # queued tasks taken back from an actor and sent elsewhere
         self.assembly = Assembler(store_url, s3_endpoint, plan.profile, plan.encoder)
         self.corrupt: list[dict[str, str]] = []
         self._corrupt_seen: dict[str, int] = defaultdict(int)
@@ -210,7 +222,7 @@ class Scheduler:
                 self._dispatch(now)
                 self._sync(now)
                 self._report_starvation(now)
-                waiting = [w.ref for w in self.workers.values() if w.ref is not None]
+                waiting = list(self._inflight)
                 if self._farm_sync is not None:
                     waiting.append(self._farm_sync)
                 waiting += [w.ready_ref for w in self.pool.starting()]
@@ -320,21 +332,81 @@ class Scheduler:
                                self._order[run.task.id])
 
     def _dispatch(self, now: float) -> None:
-        idle = self.pool.idle()
-        if not idle or not self._ready:
+        """Fill the workers' queues: idle workers first, then a task behind the running one
+        on the worker whose running task should end first; then take back queued tasks the
+        policy says belong elsewhere (:func:`.policy.recalls`)."""
+        ready: list[policy.Ready] = []
+        if self._ready and self.pool.open(self.depth):
+            ready = [r for tid, r in self._ready.items() if self.runs[tid].status == READY]
+            for level in range(self.depth):
+                if not ready:
+                    break
+                slots = [w for w in self.pool.open(self.depth) if len(w.calls) == level]
+                if not slots:
+                    continue
+                if level:
+                    slots.sort(key=lambda w: self._free_at(w, now))
+                chosen = policy.assign(
+                    ready, [policy.Idle(w.id, w.pool, w.model) for w in slots], now=now,
+                    remaining=self.estimates.remaining, switch_cost=self.estimates.load_cost)
+                for wid, tid in chosen:
+                    self._send(self.workers[wid], self.runs[tid], now)
+                sent = {tid for _, tid in chosen}
+                ready = [r for r in ready if r.task not in sent]
+        if self.depth > 1:
+            self._recall(ready, now)
+
+    def _send(self, w: Worker, run: TaskRun, now: float) -> None:
+        del self._ready[run.task.id]
+        call = self.pool.render(w, run.task, self.state.condition(run))
+        self._inflight[call.ref] = ("render", w, call)
+        if w.calls[0] is call:
+            self._start(w, call, now)
+
+    def _start(self, w: Worker, call: Call, now: float) -> None:
+        """A worker's first call is running (it was sent to a free worker, or the calls
+        before it ended)."""
+        call.started = True
+        run = self.runs[call.task]
+        if run.status != READY:  # sent back to pending by a corrupt upstream blob: it runs
+            run.started = now  # all the same, and its timeout counts from now
             return
-        ready = [r for tid, r in self._ready.items() if self.runs[tid].status == READY]
-        chosen = policy.assign(
-            ready, [policy.Idle(w.id, w.pool, w.model) for w in idle], now=now,
-            remaining=self.estimates.remaining,
-            switch_cost=self.estimates.load_cost)
-        for wid, tid in chosen:
-            w, run = self.workers[wid], self.runs[tid]
-            del self._ready[tid]
-            self.state.started(run, now, w.node)
-            self.pool.render(w, run.task, self.state.condition(run))
-            if self.progress:
-                self.progress.task_started(self, run, w)
+        self.state.started(run, now, w.node)
+        if self.progress:
+            self.progress.task_started(self, run, w)
+
+    def _free_at(self, w: Worker, now: float) -> float:
+        """When ``w``'s calls should all have ended, from the estimates."""
+        t = now
+        for c in w.calls:
+            run = self.runs[c.task]
+            est = self.estimates.seconds(run.task, self.pool.model_of.get(c.task))
+            t = max(t, run.started + est) if c.started and run.started is not None else t + est
+        return t
+
+    def _recall(self, ready: list[policy.Ready], now: float) -> None:
+        usable = self.pool.usable()
+        if not any(len(w.calls) > 1 for w in usable):
+            return
+        held = [policy.Held(
+            w.id, w.pool, w.model, running=bool(w.calls),
+            queued=tuple(policy.Queued(c.task, self.pool.model_of.get(c.task),
+                                       self._priority(self.runs[c.task]), c.recalling is None)
+                         for c in w.calls[1:]))
+            for w in usable]
+        for wid, tid in policy.recalls(ready, held, now=now, remaining=self.estimates.remaining,
+                                       switch_cost=self.estimates.load_cost):
+            w = self.workers[wid]
+            for c in w.calls[1:]:
+                if c.task == tid and c.recalling is None:
+                    self._inflight[self.pool.recall(w, c)] = ("recall", w, c)
+
+    def _recall_queued(self, w: Worker) -> None:
+        """Take back every task queued on ``w`` (a revoked lease): it goes back to the farm
+        when its running task ends."""
+        for c in w.calls[1:]:
+            if c.recalling is None and not c.started:
+                self._inflight[self.pool.recall(w, c)] = ("recall", w, c)
 
     def _reprioritize(self) -> None:
         """Refine estimates from measured seconds per frame, then re-order the ready queue."""
@@ -365,6 +437,10 @@ class Scheduler:
         for line in self.pool.synced(timeout):
             if self.progress:
                 self.progress.note(line)
+        for wid in getattr(self.pool, "revoked", ()):
+            w = self.workers.get(wid)
+            if w is not None and len(w.calls) > 1:
+                self._recall_queued(w)
         if self.pool.autoscaler is not None:  # the farm's reply says what it awaits
             self._note_awaited()
 
@@ -445,17 +521,65 @@ class Scheduler:
         if ref in self.assembly.running:
             self._assembled(ref)
             return
-        for w in list(self.workers.values()):
-            if not w.ready and w.ready_ref == ref:
+        got = self._inflight.pop(ref, None)
+        if got is not None:
+            kind, w, call = got
+            if w.id not in self.workers or call not in w.calls:
+                return  # its worker was replaced (its tasks requeued), or it was given back
+            if kind == "recall":
+                if self.pool.recalled(w, call):
+                    self._given_back(call)
+            else:
+                self._call_ended(w, call)
+            return
+        for w in self.pool.starting():
+            if w.ready_ref == ref:
                 self._came_up(w)
                 return
-            if w.ref == ref:
-                self._rendered(w)
-                return
 
-    def _rendered(self, w: Worker) -> None:
-        run = self.runs[w.task]
-        outcome = self.pool.collect(w)
+    def _call_ended(self, w: Worker, call: Call) -> None:
+        """A render call returned. The actor runs its calls in order, so every call before it
+        has ended too, unless it is one the actor gave back unstarted (it returns at once)."""
+        if w.calls[0] is not call and _result(call.ref) is None:
+            self.pool.drop(w, call)
+            self._given_back(call)
+            return
+        while w.id in self.workers and call in w.calls:
+            self._rendered(w, w.calls[0])
+
+    def _given_back(self, call: Call) -> None:
+        """A queued task its actor gave back unstarted: ready again, for another worker."""
+        self._inflight.pop(call.ref, None)
+        self.recalls += 1
+        run = self.runs[call.task]
+        if run.status == RUNNING:  # counted as started just before the actor gave it back
+            self.state.unstarted(run)
+        if run.status == READY:
+            self._queue(run)
+
+    def _orphaned(self, calls: list[Call]) -> None:
+        """The calls behind a lost or killed worker's first: ready again (not an attempt)."""
+        for c in calls:
+            self._inflight.pop(c.ref, None)
+            if c.recalling is not None:
+                self._inflight.pop(c.recalling, None)
+            run = self.runs[c.task]
+            if run.status == READY:
+                self._queue(run)
+
+    def _rendered(self, w: Worker, call: Call) -> None:
+        run = self.runs[call.task]
+        behind = w.calls[1:] if w.calls and w.calls[0] is call else []
+        self._inflight.pop(call.ref, None)
+        outcome = self.pool.collect(w, call)
+        if isinstance(outcome, Recalled):
+            self._given_back(call)
+        elif isinstance(outcome, Lost):
+            self._orphaned(behind)
+        if w.id in self.workers and w.calls and not w.calls[0].started:
+            self._start(w, w.calls[0], time.monotonic())
+        if isinstance(outcome, Recalled):
+            return
         if isinstance(outcome, Rendered):
             rec = outcome.record
             ready = self.state.rendered(run, rec)
@@ -528,8 +652,10 @@ class Scheduler:
         for w in self.pool.busy():
             run = self.runs[w.task]
             limit = self.opts.task_timeout or run.task.time_limit  # bounded by default
-            if run.started is not None and now - run.started > limit:
-                w.task, w.ref = None, None
+            if w.calls[0].started and run.started is not None and now - run.started > limit:
+                calls, w.calls = w.calls, []
+                self._inflight.pop(calls[0].ref, None)
+                self._orphaned(calls[1:])
                 self.pool.replace(w)
                 self._last_grow = 0.0
                 run.error = f"timed out after {limit:g}s on {run.node}"
@@ -576,3 +702,13 @@ class Scheduler:
         if self.progress:
             for x in (b, *shared):
                 self.progress.branch_finished(self, x)
+
+
+def _result(ref: Any) -> Any:
+    """A finished call's value; the exception it raised, as a value."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except Exception as err:  # noqa: BLE001 - the caller only asks whether it is None
+        return err

@@ -213,18 +213,26 @@ class Farm:
     # -- housekeeping ----------------------------------------------------------------------
     def _housekeeping(self) -> None:
         while not self._stop:
-            time.sleep(HOUSEKEEPING_S)
-            with contextlib.suppress(Exception):  # a failed pass is retried on the next
+            try:
                 self._housekeep()
+            except Exception:  # noqa: BLE001 - a failed pass is retried on the next
+                time.sleep(HOUSEKEEPING_S)
 
     def _housekeep(self) -> None:
+        """One pass: wait (up to :data:`HOUSEKEEPING_S`) for starting actors, lease each one
+        that came up at once (its job's next sync brings it), drop dead jobs, stop idle
+        actors."""
         import ray
 
         with self._lock:
             starting = {w.ready_ref: w for w in self.pool.starting()}
         if starting:
-            done, _ = ray.wait(list(starting), num_returns=len(starting), timeout=0)
+            done, rest = ray.wait(list(starting), num_returns=1, timeout=HOUSEKEEPING_S)
+            if done and rest:
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                done += more
         else:
+            time.sleep(HOUSEKEEPING_S)
             done = []
         now = time.monotonic()
         with self._lock:
@@ -232,7 +240,7 @@ class Farm:
                 self._came_up(starting[ref], now)
             self._drop_dead(now)
             self._stop_idle(now)
-            if now - self._last_decide > 1.0:
+            if done or now - self._last_decide > 1.0:
                 self._decide(now)
 
     def _came_up(self, w, now: float) -> None:

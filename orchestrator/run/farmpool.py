@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..store.base import BlobRef
 
 SYNC_EVERY_S = 0.2
+SYNC_STARTING_S = 0.05
 LEAVE_TIMEOUT_S = 10.0
 
 
@@ -70,12 +71,15 @@ class FarmPool(WorkerPool):
     def starting(self) -> list[Worker]:
         return []
 
-    def idle(self) -> list[Worker]:
-        return [w for w in super().idle() if w.id not in self.revoked]
+    def usable(self) -> list[Worker]:
+        """Not the revoked ones: they go back to the farm when their calls end."""
+        return [w for w in super().usable() if w.id not in self.revoked]
 
-    def _submit(self, w: Worker, task: RenderTask, condition: BlobRef | None) -> Any:
+    def _submit(self, w: Worker, task: RenderTask, condition: BlobRef | None,
+                ticket: str) -> Any:
         """A farm's actor serves many jobs: each render names this job's store."""
-        return w.handle.render.remote(task, condition, (self.store_url, self.s3_endpoint))
+        return w.handle.render.remote(task, condition, (self.store_url, self.s3_endpoint),
+                                      ticket)
 
     def replace(self, w: Worker) -> None:
         """Kill a leased actor (it died, or its task timed out): the farm hears of it."""
@@ -95,7 +99,9 @@ class FarmPool(WorkerPool):
     def due(self, now: float) -> bool:
         if self.sync_ref is not None:
             return False
-        return now - self.last_sync >= SYNC_EVERY_S or any(
+        # while the farm starts actors for this job, sync often: each is leased as it comes up
+        every = SYNC_STARTING_S if self.starting_in_farm else SYNC_EVERY_S
+        return now - self.last_sync >= every or any(
             w.task is None for w in self._returning())
 
     def _returning(self) -> list[Worker]:
@@ -110,7 +116,9 @@ class FarmPool(WorkerPool):
                 self.retired_switches += w.switches
                 del self.workers[w.id]
                 self.revoked.discard(w.id)
-        busy = Counter(w.pool for w in self.workers.values() if w.task is not None)
+        busy: Counter = Counter()  # tasks sent to actors: as many workers could run them
+        for w in self.workers.values():
+            busy[w.pool] += len(w.calls)
         pools = set(ready) | set(self.work) | set(busy)
         report = {
             "priority": self.priority, "story": self.story, "user": self._user,

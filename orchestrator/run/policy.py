@@ -7,6 +7,13 @@
   holds unless a task on a clearly longer path waits (a model switch costs its load time).
 * A task in back-off waits; a retried task prefers another worker than the one it failed on
   when another worker of the pool is idle.
+* Dispatch is pipelined: a worker may hold a short queue of tasks on its actor (the driver's
+  ``queue_depth``, 2 by default), so that its next task starts when the last one ends, not a
+  driver round trip later. Idle workers are served first; a task queued behind a running one
+  goes to the worker whose running task should end first.
+* A queued task that has not started is recalled (:func:`recalls`) when a worker of its pool
+  falls idle with nothing ready (it runs there now, preferring a worker that holds its model
+  warm), or when a ready task on a clearly longer path finds every queue full.
 
 No Ray and no clock here: the driver passes ``now`` and the estimates, and applies the result.
 """
@@ -106,14 +113,17 @@ class Estimates:
         if load_seconds:
             self.load_cost[model] = load_seconds
 
+    def seconds(self, task: RenderTask, model: str | None) -> float:
+        """What ``task`` should take: its frames at the seconds per frame measured for its
+        backend and model, or the plan's estimate."""
+        m = self._measured.get((task.backend, model))
+        return task.frames * (m[0] / m[1]) if m and m[1] else task.est_seconds
+
     def refine(self, plan: RenderPlan, model_of: Mapping[str, str | None]) -> bool:
         """Recompute the remaining paths from what was measured; False when nothing was."""
         if not self._measured:
             return False
-        est: dict[str, float] = {}
-        for t in plan.tasks:
-            m = self._measured.get((t.backend, model_of.get(t.id)))
-            est[t.id] = t.frames * (m[0] / m[1]) if m and m[1] else t.est_seconds
+        est = {t.id: self.seconds(t, model_of.get(t.id)) for t in plan.tasks}
         self.remaining = remaining_seconds(plan.tasks, plan.dependents, est)
         return True
 
@@ -158,6 +168,95 @@ def assign(ready: Iterable[Ready], idle: Sequence[Idle], *, now: float,
                 chosen = own
         groups[(chosen.pool, chosen.model)].remove(chosen)
         out.append((w.id, chosen.task))
+    return out
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A task waiting on a worker's actor behind its running task; ``recallable`` while no
+    recall of it is under way."""
+
+    task: str
+    model: str | None
+    priority: tuple
+    recallable: bool = True
+
+
+@dataclass(frozen=True)
+class Held:
+    """A worker with its actor's calls: ``running`` (a task runs), the tasks ``queued``
+    behind it, and the model its last call leaves warm."""
+
+    id: int
+    pool: Hashable
+    warm: str | None = None
+    running: bool = False
+    queued: tuple[Queued, ...] = ()
+
+
+def recalls(ready: Iterable[Ready], workers: Sequence[Held], *, now: float,
+            remaining: Mapping[str, float],
+            switch_cost: Mapping[str | None, float] | None = None) -> list[tuple[int, str]]:
+    """``(worker id, task id)`` of queued tasks to take back from their worker's actor, after
+    :func:`assign` has filled every free place (``ready``: the tasks it left).
+
+    * **Steal**: a worker with nothing running and nothing queued, and no ready task of its
+      pool it may take, gets the best queued task of its pool from another worker (the one
+      whose model it holds warm, unless another waits on a path longer by more than the
+      switch cost). Without this, a task would wait behind a running one while a worker idles.
+    * **Pre-empt**: a ready task that found every queue of its pool full takes the place of the
+      queued task with the shortest remaining path, when its own path is longer (a task on
+      the critical path does not wait behind one that is not), by more than the switch cost
+      when it needs another model. Back-off and preview order are respected as in
+      :func:`assign`.
+
+    A queued task is recalled at most once per call; the driver requeues what the actor gives
+    back (a task its actor has already started runs to its end)."""
+    switch_cost = switch_cost or {}
+    taken: set[str] = set()
+    out: list[tuple[int, str]] = []
+    pools: dict[Hashable, list[Held]] = defaultdict(list)
+    for w in workers:
+        pools[w.pool].append(w)
+    waiting: dict[Hashable, list[Ready]] = defaultdict(list)
+    for r in ready:
+        if r.not_before <= now:
+            waiting[r.pool].append(r)
+    for pool, members in pools.items():
+        queued = [(w, q) for w in members for q in w.queued if q.recallable]
+        if not queued:
+            continue
+        # steal: idle workers first
+        for w in members:
+            if w.running or w.queued or waiting[pool]:
+                continue
+            options = [(x, q) for x, q in queued if x.id != w.id and q.task not in taken]
+            if not options:
+                break
+            best = min(options, key=lambda xq: (xq[1].priority, xq[1].task))
+            own = [xq for xq in options if w.warm is not None and xq[1].model == w.warm]
+            if own and best[1].model != w.warm:
+                mine = min(own, key=lambda xq: (xq[1].priority, xq[1].task))
+                cost = switch_cost.get(best[1].model, DEFAULT_SWITCH_COST_S)
+                if remaining.get(best[1].task, 0.0) - remaining.get(mine[1].task, 0.0) < cost:
+                    best = mine
+            taken.add(best[1].task)
+            out.append((best[0].id, best[1].task))
+        # pre-empt: ready work that no queue could take, against the weakest queued tasks
+        left = sorted(waiting[pool], key=_order)
+        weakest = sorted(((x, q) for x, q in queued if q.task not in taken),
+                         key=lambda xq: (xq[1].priority, xq[1].task), reverse=True)
+        for r, (x, q) in zip(left, weakest, strict=False):
+            if r.priority[:2] >= q.priority[:2]:
+                break
+            # a task of another model takes the place only for a path longer by more than
+            # the model switch costs (as a worker chooses between models in assign)
+            gain = remaining.get(r.task, 0.0) - remaining.get(q.task, 0.0)
+            if r.model != q.model and r.priority[0] == q.priority[0] and gain < switch_cost.get(
+                    r.model, DEFAULT_SWITCH_COST_S):
+                continue
+            taken.add(q.task)
+            out.append((x.id, q.task))
     return out
 
 

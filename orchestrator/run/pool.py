@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actors.backends import Backend, Resources, get_backend
@@ -42,18 +42,43 @@ class CapacityTimeout(Exception):
 
 
 @dataclass
+class Call:
+    """One render sent to a worker's actor: its task, the call's reference and ticket (named
+    in a recall), and the worker's warm model before it (restored when it is recalled)."""
+
+    task: str
+    ref: Any
+    ticket: str
+    model_before: str | None = None
+    switched: bool = False
+    recalling: Any = None  # the recall's reference while one is asked
+    started: bool = False  # the driver counts it as running (it is, or was, the first)
+
+
+@dataclass
 class Worker:
+    """A renderer actor. ``calls``: the renders sent to it, in order; the first runs, the
+    others wait on the actor (pipelined dispatch), each starting when the one before ends."""
+
     id: int
     pool: tuple
     handle: Any
     ready_ref: Any
     ready: bool = False
     node: str = "?"
-    model: str | None = None
-    task: str | None = None
-    ref: Any = None
+    model: str | None = None  # warm after its last call
+    calls: list[Call] = field(default_factory=list)
     switches: int = 0
     rendered: int = 0
+
+    @property
+    def task(self) -> str | None:
+        """The running task's id (the first call's), or None when the worker is free."""
+        return self.calls[0].task if self.calls else None
+
+    @property
+    def ref(self) -> Any:
+        return self.calls[0].ref if self.calls else None
 
 
 @dataclass
@@ -93,13 +118,18 @@ class Corrupt:
 
 
 @dataclass(frozen=True)
+class Recalled:
+    """A queued call that its actor gave back unstarted (:meth:`WorkerPool.recall`)."""
+
+
+@dataclass(frozen=True)
 class Raised:
     error: str  # one line
     log: str | None = None  # sha256 of the shot's log blob, when the actor stored one
     traceback: str | None = None  # the full traceback, as text
 
 
-Completion = Rendered | Lost | Corrupt | Raised
+Completion = Rendered | Lost | Corrupt | Raised | Recalled
 
 
 class WorkerPool:
@@ -113,6 +143,8 @@ class WorkerPool:
         self.model_of: dict[str, str | None] = {}
         self.retired_switches = 0
         self._wid = itertools.count(1)
+        self._ticket = itertools.count(1)
+        self.job = ""  # names this driver's calls (tickets) on actors shared with other jobs
         self.notes: list[str] = []  # for the driver to show (a pool that stopped growing)
         # -- autoscale: the cluster's autoscaler (capacity.py), read by check_placeable; None
         # where there is none, and then nothing below changes today's behaviour.
@@ -251,11 +283,20 @@ class WorkerPool:
     def starting(self) -> list[Worker]:
         return [w for w in self.workers.values() if not w.ready]
 
+    def usable(self) -> list[Worker]:
+        """Workers that may be sent tasks (ready ones)."""
+        return [w for w in self.workers.values() if w.ready]
+
     def idle(self) -> list[Worker]:
-        return [w for w in self.workers.values() if w.ready and w.task is None]
+        return [w for w in self.usable() if not w.calls]
+
+    def open(self, depth: int) -> list[Worker]:
+        """Usable workers with fewer than ``depth`` calls: a task sent to one starts when the
+        calls before it end."""
+        return [w for w in self.usable() if len(w.calls) < depth]
 
     def busy(self) -> list[Worker]:
-        return [w for w in self.workers.values() if w.task is not None]
+        return [w for w in self.workers.values() if w.calls]
 
     def came_up(self, w: Worker) -> bool:
         """A worker's start-up finished: True when it is ready; False when it failed and was
@@ -298,39 +339,79 @@ class WorkerPool:
     def _ready_in(self, pool: Pool) -> int:
         return sum(1 for w in self.workers.values() if w.pool == pool.key and w.ready)
 
-    def render(self, w: Worker, task: RenderTask, condition: BlobRef | None) -> None:
+    def render(self, w: Worker, task: RenderTask, condition: BlobRef | None) -> Call:
+        """Send ``task`` to ``w``'s actor, behind the calls it has; returns the call."""
         model = self.model_of[task.id]
+        call = Call(task.id, None, f"{self.job}:{next(self._ticket)}", model_before=w.model)
         if model is not None and w.model is not None and model != w.model:
             w.switches += 1
+            call.switched = True
         w.model = model if model is not None else w.model
-        w.task = task.id
-        w.ref = self._submit(w, task, condition)
+        call.ref = self._submit(w, task, condition, call.ticket)
+        w.calls.append(call)
+        return call
 
-    def _submit(self, w: Worker, task: RenderTask, condition: BlobRef | None) -> Any:
+    def _submit(self, w: Worker, task: RenderTask, condition: BlobRef | None,
+                ticket: str) -> Any:
         """The actor call that renders ``task`` on ``w``; its reference."""
-        return w.handle.render.remote(task, condition)
+        return w.handle.render.remote(task, condition, None, ticket)
 
-    def collect(self, w: Worker) -> Completion:
-        """The outcome of a worker's finished render; the worker is free again (or replaced,
-        when it died)."""
+    def recall(self, w: Worker, call: Call) -> Any:
+        """Ask ``w``'s actor to give ``call`` back unstarted; returns the reference of its
+        answer (True: it will not run; False: it has started)."""
+        from actors.renderer import CONTROL
+
+        call.recalling = w.handle.recall.options(concurrency_group=CONTROL).remote(call.ticket)
+        return call.recalling
+
+    def recalled(self, w: Worker, call: Call) -> bool:
+        """Apply a recall's answer: True when the call was given back (it is dropped from the
+        worker, whose warm model is what it was before the call when it was the last)."""
+        import ray
+
+        ref, call.recalling = call.recalling, None
+        try:
+            given_back = bool(ray.get(ref))
+        except Exception:  # noqa: BLE001 - the actor died: its calls come back as lost
+            return False
+        if given_back:
+            self.drop(w, call)
+        return given_back
+
+    def drop(self, w: Worker, call: Call) -> None:
+        """Forget a call its actor gave back."""
+        if call not in w.calls:
+            return
+        if w.calls[-1] is call:
+            w.model = call.model_before
+            w.switches -= call.switched
+        w.calls.remove(call)
+
+    def collect(self, w: Worker, call: Call) -> Completion:
+        """The outcome of a finished call (the worker's first, or one its actor gave back);
+        the call is done (or the worker replaced, when it died)."""
         import ray
         from ray.exceptions import ActorDiedError, RayActorError, WorkerCrashedError
 
-        ref, w.task, w.ref = w.ref, None, None
         try:
-            rec: ActionRecord = ray.get(ref)
+            rec: ActionRecord | None = ray.get(call.ref)
         except Exception as err:  # noqa: BLE001 - classified below
             cause = getattr(err, "cause", None) or err
             dead = (RayActorError, ActorDiedError, WorkerCrashedError)
             if isinstance(err, dead) or isinstance(cause, dead):
                 self.replace(w)
                 return Lost()
+            w.calls.remove(call)
             if isinstance(cause, CorruptBlob):
                 return Corrupt(cause.digest)
             # a render that raised (actors.renderer.ShotFailed) names its log and traceback
             return Raised(getattr(cause, "summary", None) or one_line(cause),
                           log=getattr(cause, "log", None),
                           traceback=getattr(cause, "traceback", None))
+        if rec is None:  # given back unstarted (recalled)
+            self.drop(w, call)
+            return Recalled()
+        w.calls.remove(call)
         w.rendered += 1
         return Rendered(rec)
 
@@ -372,9 +453,9 @@ def _remote_renderer() -> Any:
     if _REMOTE_RENDERER is None:
         import ray
 
-        from actors.renderer import ShotRenderer
+        from actors.renderer import ACTOR_OPTIONS, ShotRenderer
 
-        _REMOTE_RENDERER = ray.remote(ShotRenderer)
+        _REMOTE_RENDERER = ray.remote(**ACTOR_OPTIONS)(ShotRenderer)
     return _REMOTE_RENDERER
 
 

@@ -143,6 +143,13 @@ class RunState:
         run.status, run.started, run.node = RUNNING, now, node
         run.attempts += 1
 
+    def unstarted(self, run: TaskRun) -> TaskRun:
+        """Counted as started, but its actor gave it back before it ran: ready again, and
+        the attempt does not count."""
+        run.status, run.started = READY, None
+        run.attempts -= 1
+        return run
+
     def rendered(self, run: TaskRun, record: ActionRecord) -> list[TaskRun]:
         """A task's record is in: its pending dependents become ready (returned)."""
         run.status, run.record, run.error = RENDERED, record, None
