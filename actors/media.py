@@ -1,13 +1,15 @@
 """The ffmpeg binary, and what a clip holds, read with PyAV (FFmpeg's libraries).
 
-:func:`probe` opens the container with PyAV and demuxes the first video stream without decoding
-(no pixels are touched, so it is fast): codec, profile, pixel format, size, time base and codec
-headers come from the stream's parameters, and one :class:`Packet` per packet (timestamps,
-duration, size, an Adler-32 of its bytes as ffmpeg's ``framecrc`` prints it, keyframe flag).
+:func:`probe` opens the container with PyAV and demuxes the first video stream: codec, profile,
+pixel format, size, time base and codec headers come from the stream's parameters, and one
+:class:`Packet` per packet (timestamps, duration, size, an Adler-32 of its bytes as ffmpeg's
+``framecrc`` prints it, keyframe flag). Only opening the file decodes anything (libavformat
+decodes the first frame to learn the pixel format); ``decode=False`` skips even that.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -16,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class MediaError(RuntimeError):
@@ -112,6 +114,38 @@ class ClipInfo:
         return bool(self.keyframes) and self.keyframes[0] == 0
 
 
+def extradata_id(extradata: bytes | None) -> str | None:
+    """``"<size>:<adler32>"`` of a codec's global headers (``None`` when it has none)."""
+    return f"{len(extradata)}:0x{zlib.adler32(extradata, 0):08x}" if extradata else None
+
+
+def top_level_boxes(path: str | os.PathLike[str]) -> list[tuple[bytes, int, int]]:
+    """The top-level boxes of an MP4 file: ``(type, offset, size)`` each, read from their headers.
+
+    Raises :class:`ValueError` unless the boxes fill the file exactly (a box running past the
+    end means the file was cut short)."""
+    out: list[tuple[bytes, int, int]] = []
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        at = 0
+        while at < end:
+            f.seek(at)
+            head = f.read(16)
+            if len(head) < 8:
+                raise ValueError(f"{end - at} stray bytes at offset {at}")
+            size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if size == 1 and len(head) == 16:
+                size = int.from_bytes(head[8:16], "big")
+            elif size == 0:  # the last box, to the end of the file
+                size = end - at
+            if size < 8 or at + size > end:
+                raise ValueError(f"box {kind!r} at offset {at} claims {size} bytes, "
+                                 f"the file has {end - at} left")
+            out.append((kind, at, size))
+            at += size
+    return out
+
+
 class _Timing(NamedTuple):
     """Of a packet, what :class:`ClipInfo` is made of when its packets are not kept."""
 
@@ -119,15 +153,38 @@ class _Timing(NamedTuple):
     keyframe: bool
 
 
-def probe(path: str | os.PathLike[str], *, packets: bool = False) -> ClipInfo:
-    """Describe the first video stream of ``path``; ``packets=True`` keeps every packet."""
+#: Decoder option for opening a file without decoding any frame (see :func:`probe`).
+NO_DECODE = {"skip_frame": "all"}
+
+
+def open_input(path: str | os.PathLike[str], *, decode: bool = True) -> Any:
+    """``av.open(path)``; ``decode=False`` asks libavformat not to decode a frame while it reads
+    the streams' parameters (the pixel format is then unknown). A format whose streams appear
+    only while reading (MPEG-TS, say) takes no such option and is opened as usual."""
+    import av
+
+    if not decode:
+        with contextlib.suppress(ValueError):  # PyAV: "stream_options were provided, but ..."
+            return av.open(str(path), stream_options=[NO_DECODE])
+    return av.open(str(path))
+
+
+def probe(
+    path: str | os.PathLike[str], *, packets: bool = False, decode: bool = True
+) -> ClipInfo:
+    """Describe the first video stream of ``path``; ``packets=True`` keeps every packet.
+
+    Opening a file makes libavformat decode its first frame(s) to learn the pixel format, which
+    is most of what a probe of a short clip costs. ``decode=False`` skips that: every field is
+    read as usual except ``pix_fmt``, which is then ``""`` (unknown).
+    """
     import av
 
     path = Path(path)
     if not path.is_file():
         raise ProbeError(f"{path}: no such file")
     try:
-        with av.open(str(path)) as container:
+        with open_input(path, decode=decode) as container:
             if not container.streams.video:
                 raise ProbeError(f"{path}: no video stream")
             stream = container.streams.video[0]
@@ -161,7 +218,7 @@ def probe(path: str | os.PathLike[str], *, packets: bool = False) -> ClipInfo:
         raise ProbeError(f"{path}: no video stream")
     if not width or not height:
         raise ProbeError(f"{path}: cannot read the frame size")
-    extra = f"{len(extradata)}:0x{zlib.adler32(extradata, 0):08x}" if extradata else None
+    extra = extradata_id(extradata)
 
     time_base = Fraction(time_base)
     durations = [p.duration for p in pkts if p.duration > 0]

@@ -23,7 +23,8 @@ All figures go into one JSON document, each beside a baseline measured in the sa
   0.5 s at 8 fps); a first render then assembles and publishes the one master;
 * ``assembly``: one master joined by ``actors.assemble.concat_clips`` (ffmpeg's concat demuxer,
   stream copy, with its probes of every clip) beside a plain file copy of the same clips' bytes
-  into one file (``shutil.copyfileobj``): throughput in MB/s of master bytes, and the ratio.
+  into one file (``shutil.copyfileobj``): throughput in MB/s of master bytes, and the ratio; for
+  a master of about 9 MB (100 clips) and, beside it (``large_master``), one of about 100 MB.
 
 Planner and no-op figures carry wall and CPU seconds: on a machine shared with other work the
 wall time is mostly the other work's.
@@ -295,17 +296,20 @@ def bench_noop_render(tasks: int, repeat: int, tmp: Path) -> dict[str, Any]:
 # -- assembly -------------------------------------------------------------------------------------
 
 
-def bench_assembly(clips: int, uses: int, seconds: float, repeat: int, tmp: Path
-                   ) -> dict[str, Any]:
+def bench_assembly(clips: int, uses: int, seconds: float, repeat: int, tmp: Path,
+                   large_uses: int = 0) -> dict[str, Any]:
     """One master of ``clips`` distinct clips (``seconds`` each, 640x360 at 24 fps, moving noise
     so that the bytes are those of real footage, not of a flat frame), each joined ``uses``
     times in turn (a distinct clip is probed once, as assembly does for a clip that repeats);
-    the plain copy copies the same files in the same order."""
+    the plain copy copies the same files in the same order.
+
+    With ``large_uses``, a second master of the same clips joined ``large_uses`` times each
+    (``large_master``: about 100 MB at 48, as a feature's master would be, so that the fixed
+    costs weigh less), measured the same way in the same run."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
-    from actors.assemble import concat_clips
     from actors.encode import ClipEncoder
     from orchestrator.spec.manifest import Profile
 
@@ -324,12 +328,28 @@ def bench_assembly(clips: int, uses: int, seconds: float, repeat: int, tmp: Path
 
     log(f"assembly: encoding {clips} clips of {seconds} s ...")
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-        paths = list(pool.map(encode, range(clips))) * uses
+        distinct = list(pool.map(encode, range(clips)))
+    result = _measure_assembly(distinct * uses, frames, profile, repeat, tmp)
+    result = {"clips": clips * uses, "distinct_clips": clips, "clip_seconds": seconds,
+              "profile": "640x360 at 24 fps", **result}
+    if large_uses:
+        log(f"assembly: large master, {clips} clips joined {large_uses} times each")
+        large = _measure_assembly(distinct * large_uses, frames, profile, repeat, tmp)
+        result["large_master"] = {"clips": clips * large_uses, "distinct_clips": clips,
+                                  "clip_seconds": seconds, **large}
+    return result
+
+
+def _measure_assembly(paths: list[Path], frames: int, profile: Any, repeat: int, tmp: Path
+                      ) -> dict[str, Any]:
+    """``concat_clips(paths)`` beside a plain copy of the same files, ``repeat`` times each."""
+    from actors.assemble import concat_clips
+
     clip_bytes = sum(p.stat().st_size for p in paths)
     asm, cp = [], []
     size = 0
     for i in range(repeat):
-        log(f"assembly: round {i + 1}/{repeat}")
+        log(f"assembly: round {i + 1}/{repeat} ({len(paths)} clips)")
         out = tmp / "master.mp4"
         t0 = time.perf_counter()
         info = concat_clips(paths, out, profile)
@@ -347,8 +367,6 @@ def bench_assembly(clips: int, uses: int, seconds: float, repeat: int, tmp: Path
     asm_mbs = size / statistics.median(asm) / 1e6
     cp_mbs = clip_bytes / statistics.median(cp) / 1e6
     return {
-        "clips": len(paths), "distinct_clips": clips, "clip_seconds": seconds,
-        "profile": "640x360 at 24 fps",
         "clip_bytes": clip_bytes, "master_bytes": size,
         "stream_copy_s": med(asm), "plain_copy_s": med(cp),
         "stream_copy_mb_per_s": round(asm_mbs, 1), "plain_copy_mb_per_s": round(cp_mbs, 1),
@@ -368,6 +386,8 @@ def main() -> None:
     ap.add_argument("--assembly-clips", type=int, default=25, help="distinct clips")
     ap.add_argument("--assembly-uses", type=int, default=4, help="times each clip is joined")
     ap.add_argument("--assembly-seconds", type=float, default=4.0)
+    ap.add_argument("--assembly-large-uses", type=int, default=48,
+                    help="times each clip is joined in the large master (0: none)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", choices=["planner", "noop_render", "assembly"], action="append")
     ap.add_argument("--plan-child", help=argparse.SUPPRESS)
@@ -393,7 +413,8 @@ def main() -> None:
             result["noop_render"] = bench_noop_render(args.noop_tasks, args.repeat, tmp)
         if "assembly" in only:
             result["assembly"] = bench_assembly(args.assembly_clips, args.assembly_uses,
-                                                args.assembly_seconds, args.repeat, tmp)
+                                                args.assembly_seconds, args.repeat, tmp,
+                                                args.assembly_large_uses)
     result["machine"]["load_average_before_after"] = [
         [round(x, 2) for x in load_before], [round(x, 2) for x in os.getloadavg()]]
     print(json.dumps(result, indent=2))

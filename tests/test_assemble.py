@@ -9,7 +9,13 @@ import av
 import numpy as np
 import pytest
 
-from actors.assemble import SpecMismatch, concat_clips, concat_list
+from actors.assemble import (
+    AssemblyError,
+    SpecMismatch,
+    check_clips,
+    check_master,
+    concat_clips,
+)
 from actors.backends.previz import PrevizRenderer
 from actors.encode import ClipEncoder
 from actors.media import ffmpeg_exe, probe
@@ -51,7 +57,7 @@ def ffmpeg_clip(path: Path, *args: str, size: str = "256x144", rate: int = 24) -
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> list[Path]:
     d = tmp_path_factory.mktemp("clips")
-    # a quote and spaces in a name: the concat list must quote paths properly
+    # a quote and spaces in a name
     names = ["a.mp4", "it's b.mp4", "c c.mp4"]
     pairs = zip(names, FRAMES, strict=True)
     return [previz_clip(d / n, f, seed=i) for i, (n, f) in enumerate(pairs)]
@@ -153,9 +159,79 @@ def test_no_clips_is_an_error(tmp_path):
         concat_clips([], tmp_path / "m.mp4", PROFILE)
 
 
-def test_concat_list_quotes_paths(tmp_path):
-    text = concat_list([tmp_path / "it's.mp4"])
-    assert text.splitlines()[0] == "ffconcat version 1.0"
-    assert text.splitlines()[1] == "file '" + str(tmp_path.resolve()) + "/it'\\''s.mp4'"
-    with pytest.raises(ValueError, match="line break"):
-        concat_list([tmp_path / "a\nb.mp4"])
+
+def top_boxes(path: Path) -> list[bytes]:
+    """The types of an MP4 file's top-level boxes, in file order, read from its bytes."""
+    data = path.read_bytes()
+    kinds, at = [], 0
+    while at < len(data):
+        size = int.from_bytes(data[at:at + 4], "big")
+        if size == 1:
+            size = int.from_bytes(data[at + 8:at + 16], "big")
+        assert size >= 8, (at, size)
+        kinds.append(data[at + 4:at + 8])
+        at += size
+    assert at == len(data)
+    return kinds
+
+
+def test_the_master_is_faststart(clips, tmp_path):
+    out = tmp_path / "m.mp4"
+    concat_clips(clips, out, PROFILE)
+    kinds = top_boxes(out)
+    assert kinds[0] == b"ftyp"
+    assert kinds.index(b"moov") < kinds.index(b"mdat")
+
+
+def test_the_master_is_deterministic(clips, tmp_path):
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    concat_clips(clips, a, PROFILE)
+    concat_clips(clips, b, PROFILE)
+    assert a.read_bytes() == b.read_bytes()
+    data = a.read_bytes()
+    assert b"Lavf" not in data  # bit-exact: no muxer version string, no metadata
+
+
+def test_every_mismatched_clip_is_named(clips, tmp_path):
+    # the first clip is fine; two others each fail another way, one of them twice in the list
+    fast = previz_clip(tmp_path / "fast.mp4", 6, Profile(width=256, height=144, fps=30))
+    yuv444 = ffmpeg_clip(tmp_path / "444.mp4", "-pix_fmt", "yuv444p")
+    err = refused([clips[0], fast, clips[1], yuv444, fast], tmp_path)
+    assert len(err.problems) == 3
+    assert err.problems[0].startswith("clip 1 (") and "fast.mp4" in err.problems[0]
+    assert err.problems[1].startswith("clip 3 (") and "444.mp4" in err.problems[1]
+    assert "pix_fmt yuv444p (expected yuv420p)" in err.problems[1]
+    assert err.problems[2].startswith("clip 4 (") and "fps 30 (expected 24)" in err.problems[2]
+
+
+def test_a_master_that_is_not_the_clips_sum_is_refused(clips, tmp_path):
+    master = tmp_path / "m.mp4"
+    concat_clips(clips[:2], master, PROFILE)
+    infos = check_clips(clips[:2], PROFILE)
+    assert check_master(master, infos).frames == FRAMES[0] + FRAMES[1]
+    # checked against one clip more than it holds: its frame count is wrong
+    with pytest.raises(AssemblyError, match=f"has {FRAMES[0] + FRAMES[1]} frames"):
+        check_master(master, check_clips(clips, PROFILE))
+    # and against fewer
+    with pytest.raises(AssemblyError, match=f"add up to {FRAMES[0]} "):
+        check_master(master, infos[:1])
+
+
+def test_a_master_cut_short_is_refused(clips, tmp_path):
+    master = tmp_path / "m.mp4"
+    concat_clips(clips, master, PROFILE)
+    infos = check_clips(clips, PROFILE)
+    data = master.read_bytes()
+    master.write_bytes(data[:-100])
+    with pytest.raises(AssemblyError, match="not a complete MP4"):
+        check_master(master, infos)
+
+
+def test_a_master_with_its_index_last_is_refused(clips, tmp_path):
+    plain = tmp_path / "plain.mp4"
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i",
+           str(clips[0]), "-c", "copy", str(plain)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert top_boxes(plain).index(b"mdat") < top_boxes(plain).index(b"moov")
+    with pytest.raises(AssemblyError, match="moov"):
+        check_master(plain, check_clips(clips[:1], PROFILE))

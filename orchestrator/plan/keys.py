@@ -197,7 +197,9 @@ class KeyMaker:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-ASSEMBLY_VERSION = 1
+#: 2: clips handed to ffmpeg's mp4 muxer as one NUT stream, not read by its concat demuxer (the
+#: master's ``btrt`` box then gives its average bit rate as the maximum, not the first clip's).
+ASSEMBLY_VERSION = 2
 
 
 def master_key(

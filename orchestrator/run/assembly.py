@@ -1,4 +1,4 @@
-"""Assembly: one master per branch, its clips joined with ffmpeg's concat demuxer (stream copy).
+"""Assembly: one master per branch, its clips joined by stream copy (:mod:`actors.assemble`).
 
 Runs as a Ray task next to the store (started by :mod:`.driver`); masters are blobs in the
 store too, under a key made of their ordered clip digests, so an unchanged branch is never
