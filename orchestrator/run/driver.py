@@ -68,6 +68,7 @@ __all__ = ["FAILED", "CapacityTimeout", "Interrupted", "Scheduler", "SchedulerOp
 GROW_EVERY_S = 2.0
 REPRIORITIZE_EVERY_S = 2.0
 STARVING_NOTE_EVERY_S = 30.0
+STARVING_CHECK_EVERY_S = 1.0
 MAX_CORRUPT_READS = 3  # times one blob may be found corrupt before its tasks fail
 
 
@@ -141,7 +142,7 @@ class Scheduler:
         self.estimates = policy.Estimates(plan.remaining_seconds)
         self._last_grow = self._last_prio = 0.0
         self._starving_since: float | None = None
-        self._last_starving_note = 0.0
+        self._last_starving_note = self._last_starving_check = 0.0
         # autoscale: what the run waits for from the autoscaler (for the display and the run
         # record), and since when ready work has had no node at all
         self.waiting_for: str | None = None
@@ -209,7 +210,9 @@ class Scheduler:
                 # on the periodic tick (timeouts change states too).
                 if changed or now - self._last_prio > REPRIORITIZE_EVERY_S:
                     self._refresh_branches()
-                    if self.state.finished():
+                    # nothing in flight first: finished() looks at every task
+                    if not self._inflight and not self.assembly.running and (
+                            self.state.finished()):
                         break
                 changed = False
                 if now - self._last_grow > GROW_EVERY_S:
@@ -221,7 +224,9 @@ class Scheduler:
                     self._last_prio = now
                 self._dispatch(now)
                 self._sync(now)
-                self._report_starvation(now)
+                if now - self._last_starving_check >= STARVING_CHECK_EVERY_S:
+                    self._last_starving_check = now
+                    self._report_starvation(now)
                 waiting = list(self._inflight)
                 if self._farm_sync is not None:
                     waiting.append(self._farm_sync)

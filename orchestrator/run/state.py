@@ -59,6 +59,7 @@ class BranchRun:
     key: str | None = None
     cached: bool = False
     error: str | None = None
+    cursor: int = 0  # tasks before it were done when last looked at (branches_to_assemble)
 
 
 class RunState:
@@ -234,18 +235,32 @@ class RunState:
     # -- branches --------------------------------------------------------------------------
     def branches_to_assemble(self) -> list[BranchRun]:
         """Waiting branches whose clips all exist; a waiting branch with a failed or blocked
-        task is failed on the way."""
+        task is failed on the way.
+
+        Called after every change, so it must not cost a pass over every branch's tasks each
+        time: a branch's cursor moves past the tasks that are done, and its tasks are looked
+        at all together only when the cursor reaches the end or stops on a failed task (a
+        task behind the cursor may have gone back since: a corrupt blob)."""
         out = []
+        runs = self.runs
         for b in self.branches:
             if b.status != "waiting":
                 continue
-            states = [self.runs[t].status for t in b.tasks]
+            i, n = b.cursor, len(b.tasks)
+            while i < n and runs[b.tasks[i]].status in DONE:
+                i += 1
+            b.cursor = i
+            if i < n and runs[b.tasks[i]].status not in (FAILED, BLOCKED):
+                continue
+            states = [runs[t].status for t in b.tasks]
             if any(s in (FAILED, BLOCKED) for s in states):
                 bad = [t for t in b.tasks if self.runs[t].status in (FAILED, BLOCKED)]
                 b.status, b.error = "failed", f"not assembled: {', '.join(bad[:5])} did not render"
                 continue
             if all(s in DONE for s in states):
                 out.append(b)
+            else:
+                b.cursor = 0
         return out
 
     def clips(self, b: BranchRun) -> list[BlobRef]:
