@@ -28,9 +28,17 @@ CPU, so N sleeping renderers fit on a small machine) and measures, in one run:
   same store writes, its own store in a temporary directory), ``num_gpus=1``; its workers are
   started before it is timed. Makespans, and ratios to reelfarm's (``vs_reelfarm``, > 1 when
   reelfarm is faster; ``vs_reelfarm_cold`` against the cold run);
+* ``reelfarm_queue_depth_1``: the warm render again with pipelined dispatch off (each actor is
+  sent its next task only once its last has returned), beside the default depth 2;
 * ``overhead``: reelfarm on the same story with zero-cost shots (what the driver, the actor
   call, the clip encode and the store writes cost per task), beside the raw Ray actor-call rate
   to a no-op method measured on the same cluster;
+* ``driver``: the driver's own cost per task, with nothing else in it: a story of independent
+  shots on the no-op backend (``tests/backends_for_tests.NoopBackend``: the actor call returns at
+  once, nothing is encoded or stored) rendered by the real Scheduler at queue depth 1 and 2,
+  beside a minimal hand-written Ray loop over the same number of actors (``ray.wait`` for one,
+  send it the next call, keeping the same number of calls per actor in flight) and the raw
+  actor-call rate: wall and driver-CPU milliseconds per task for each;
 * ``farm``: jobs sharing the cluster's farm of renderer actors (``orchestrator.run.farm``).
   **back_to_back**: the same story rendered by two jobs one after the other, each into a
   store of its own, neither starting actors before its clock: the first on a cold farm (its
@@ -89,6 +97,9 @@ from orchestrator.run.driver import Scheduler, SchedulerOptions  # noqa: E402
 from orchestrator.run.farm import kill_farm  # noqa: E402
 from orchestrator.spec.manifest import Story  # noqa: E402
 from orchestrator.store import open_store  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tests"))
+from backends_for_tests import NoopBackend, use  # noqa: E402
 
 FPS = 8
 FRAMES = 2  # per clip in the assembly benchmark
@@ -329,7 +340,7 @@ class _Clock:
 
 
 def run_reelfarm(plan: RenderPlan, gpus: int, *, warm: bool, fresh_farm: bool = True,
-                 priority: int = 50, on_run: Any = None) -> dict[str, Any]:
+                 priority: int = 50, on_run: Any = None, depth: int = 2) -> dict[str, Any]:
     """One render by the real Scheduler. ``warm``: its actors are started (``start_workers``)
     before the clock, as the baselines' workers are; otherwise their start-up is timed too.
     ``fresh_farm``: the cluster's farm is stopped first, so that no actor of an earlier run is
@@ -343,7 +354,8 @@ def run_reelfarm(plan: RenderPlan, gpus: int, *, warm: bool, fresh_farm: bool = 
         clock = _Clock()
         cpu0 = time.process_time()
         sched = Scheduler(plan, store, store_url=store_url,
-                          options=SchedulerOptions(max_workers=gpus, priority=priority),
+                          options=SchedulerOptions(max_workers=gpus, priority=priority,
+                                                   queue_depth=depth),
                           progress=clock)
         sched.lookup()
         startup = None
@@ -376,7 +388,102 @@ def run_reelfarm(plan: RenderPlan, gpus: int, *, warm: bool, fresh_farm: bool = 
         "actor_render_s_sum": round(sum(secs), 3),
         "actor_render_s_median": round(statistics.median(secs), 4) if secs else None,
         "model_switches": sched.model_switches(),
+        "queue_depth": depth,
+        "recalls": sched.recalls,
     }
+
+
+# -- the driver's own cost ------------------------------------------------------------------------
+
+
+def noop_plan(tasks: int, seed: int) -> RenderPlan:
+    """``tasks`` independent shots (no continuity) on the no-op backend, one fake GPU each."""
+    use(NoopBackend())
+    doc, _ = make_story(tasks, seed, layers=max(1, math.ceil(tasks / 1000) - 1),
+                        continuity=0.0, median_s=0.0, sigma=0.0, noise=0.0, backend="noop")
+    doc["spec"]["renderer"] = {"backend": "noop", "gpus": 1}
+    for seg in doc["spec"]["segments"]:
+        for s in seg["shots"]:
+            s.pop("continuity", None)
+    plan = expand(Story.model_validate(doc))
+    assert all(t.upstream is None for t in plan.tasks)
+    # a no-op render makes no clip: nothing to assemble
+    return plan.model_copy(update={"branches": []})
+
+
+def run_noop_driver(plan: RenderPlan, gpus: int, depth: int) -> dict[str, Any]:
+    """The real Scheduler on a no-op plan, its actors warm before the clock: what is left of a
+    task is the driver's turn and the actor call."""
+    with tempfile.TemporaryDirectory(prefix="reelfarm-bench-noop-") as tmp:
+        store_url = str(Path(tmp) / "store")
+        clock = _Clock()
+        sched = Scheduler(plan, open_store(store_url), store_url=store_url,
+                          options=SchedulerOptions(max_workers=gpus, queue_depth=depth),
+                          progress=clock)
+        sched.lookup()
+        sched.start_workers()
+        settle()
+        cpu0, t0 = time.process_time(), time.monotonic()
+        sched.run()
+        wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+        n = sched.counts()["rendered"]
+    return {"tasks": n, "queue_depth": depth, "wall_s": round(wall, 3),
+            "ms_per_task_wall": round(1000 * wall / n, 3),
+            "driver_cpu_ms_per_task": round(1000 * cpu / n, 3),
+            "tasks_per_s": round(n / wall, 1), "recalls": sched.recalls}
+
+
+def raw_loop(gpus: int, tasks: int, depth: int) -> dict[str, Any]:
+    """A minimal hand-written Ray driver: ``gpus`` no-op actors (one fake GPU each), each kept
+    ``depth`` calls deep; ``ray.wait`` for any, send that actor its next call."""
+    actors = [_Noop.options(num_cpus=0, num_gpus=1).remote() for _ in range(gpus)]
+    ray.get([a.ping.remote() for a in actors])
+    settle()
+    cpu0, t0 = time.process_time(), time.monotonic()
+    owner: dict[Any, Any] = {}
+    sent = 0
+    for a in actors:
+        for _ in range(depth):
+            if sent < tasks:
+                owner[a.ping.remote()] = a
+                sent += 1
+    done = 0
+    while owner:
+        ready, _ = ray.wait(list(owner), num_returns=1)
+        for ref in ready:
+            a = owner.pop(ref)
+            ray.get(ref)
+            done += 1
+            if sent < tasks:
+                owner[a.ping.remote()] = a
+                sent += 1
+    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    for a in actors:
+        ray.kill(a)
+    return {"tasks": done, "queue_depth": depth, "wall_s": round(wall, 3),
+            "ms_per_task_wall": round(1000 * wall / done, 3),
+            "driver_cpu_ms_per_task": round(1000 * cpu / done, 3),
+            "tasks_per_s": round(done / wall, 1)}
+
+
+def bench_driver(tasks: int, gpus: int, seed: int, rate: dict[str, float]) -> dict[str, Any]:
+    plan = noop_plan(tasks, seed)
+    out: dict[str, Any] = {"tasks": len(plan.tasks), "actors": gpus}
+    for depth in (1, 2):
+        log(f"  driver: no-op plan of {len(plan.tasks)} tasks, queue depth {depth}")
+        kill_farm()
+        out[f"reelfarm_depth_{depth}"] = run_noop_driver(plan, gpus, depth)
+        settle()
+        log(f"  driver: raw Ray loop, depth {depth}")
+        out[f"raw_loop_depth_{depth}"] = raw_loop(gpus, len(plan.tasks), depth)
+        settle()
+    kill_farm()
+    best = out["reelfarm_depth_2"]["ms_per_task_wall"]
+    out["raw_actor_call_ms"] = rate["sequential_ms_per_call"]
+    out["reelfarm_ms_per_task_vs_raw_call"] = round(best / rate["sequential_ms_per_call"], 3)
+    out["reelfarm_ms_per_task_vs_raw_loop"] = round(
+        best / out["raw_loop_depth_2"]["ms_per_task_wall"], 3)
+    return out
 
 
 # -- jobs sharing the farm ----------------------------------------------------------------------
@@ -649,6 +756,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="zero-cost renders timed for the render path's fixed cost")
     ap.add_argument("--assembly-clips", type=int, default=None,
                     help="clips in the assembly measurement (default 600; 0 skips it)")
+    ap.add_argument("--no-cold", action="store_true",
+                    help="skip the render with the actors' start-up inside its makespan")
+    ap.add_argument("--driver-tasks", type=int, default=2000,
+                    help="no-op tasks in the driver's own cost measurement (0 skips it)")
     args = ap.parse_args(argv)
     # Ray prints cluster warnings on the driver's stdout; keep stdout for the one JSON document.
     sys.stdout.flush()
@@ -706,16 +817,23 @@ def main(argv: list[str] | None = None) -> int:
             settle()
             log("  reelfarm, zero-cost shots (actors warm)")
             zero = run_reelfarm(zplan, gpus, warm=True)
-            settle()
-            log("  reelfarm, actors started inside the timing")
-            cold = run_reelfarm(plan, gpus, warm=False)
+            cold = None
+            if not args.no_cold:
+                settle()
+                log("  reelfarm, actors started inside the timing")
+                cold = run_reelfarm(plan, gpus, warm=False)
             settle()
             log("  reelfarm, actors warm")
             rf = run_reelfarm(plan, gpus, warm=True)
+            settle()
+            log("  reelfarm, actors warm, queue depth 1 (no pipelining)")
+            rf1 = run_reelfarm(plan, gpus, warm=True, depth=1)
             lb = b["lower_bound_s"]
-            m, mc = rf["makespan_s"], cold["makespan_s"]
-            log(f"  reelfarm makespan {m}s warm, {mc}s cold; lower bound {lb:.2f}s, "
-                f"efficiency {lb / m:.3f} warm, {lb / mc:.3f} cold")
+            m = rf["makespan_s"]
+            mc = cold["makespan_s"] if cold else float("nan")
+            log(f"  reelfarm makespan {m}s warm ({rf1['makespan_s']}s at depth 1), {mc}s cold; "
+                f"lower bound {lb:.2f}s, efficiency {lb / m:.3f} warm, "
+                f"{lb / rf1['makespan_s']:.3f} at depth 1, {lb / mc:.3f} cold")
             entry: dict[str, Any] = {
                 "shots": shots,
                 "gpus": gpus,
@@ -741,9 +859,21 @@ def main(argv: list[str] | None = None) -> int:
                     "efficiency": round(lb / m, 4),
                     "efficiency_vs_sleep_only_bound": round(raw["lower_bound_s"] / m, 4),
                 },
+                # the same warm render, each actor sent a task only when it is free
+                "reelfarm_queue_depth_1": {
+                    **rf1, "efficiency": round(lb / rf1["makespan_s"], 4),
+                    "makespan_vs_depth_2": round(rf1["makespan_s"] / m, 3)},
                 # the same render with its actors' start-up inside the makespan
-                "reelfarm_cold": {**cold, "efficiency": round(lb / mc, 4)},
+                "reelfarm_cold": ({**cold, "efficiency": round(lb / mc, 4)} if cold else None),
             }
+            if args.driver_tasks > 0:
+                settle()
+                entry["driver"] = bench_driver(args.driver_tasks, gpus, args.seed, rate)
+                d = entry["driver"]
+                log(f"  driver: {d['reelfarm_depth_2']['ms_per_task_wall']} ms/task (depth 2), "
+                    f"{d['reelfarm_depth_1']['ms_per_task_wall']} (depth 1), raw loop "
+                    f"{d['raw_loop_depth_2']['ms_per_task_wall']}, raw call "
+                    f"{d['raw_actor_call_ms']}")
             if not args.no_farm:
                 settle()
                 entry["farm"] = bench_farm(plan, other, gpus, lb)
@@ -775,7 +905,7 @@ def main(argv: list[str] | None = None) -> int:
                         # > 1: reelfarm is faster (both with workers started before the clock)
                         "vs_reelfarm": round(bm / m, 3),
                         # against reelfarm with its actor start-up inside its makespan
-                        "vs_reelfarm_cold": round(bm / mc, 3),
+                        "vs_reelfarm_cold": round(bm / mc, 3) if cold else None,
                     }
                 entry["baselines"] = out_b
                 rd, pp = out_b["ray_dag"], out_b["per_path"]

@@ -12,6 +12,7 @@ from orchestrator.run.policy import (
     Idle,
     Queued,
     Ready,
+    ReadyQueue,
     assign,
     recalls,
     remaining_seconds,
@@ -210,6 +211,47 @@ def test_recalls_name_only_queued_tasks_each_once(workers, ready_rems):
     # never more than there are places to fill: idle workers, plus ready tasks
     idle = sum(1 for w in held if not w.running and not w.queued)
     assert len(got) <= idle + len(ready)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["p", "q"]), st.sampled_from(["m1", "m2", None]),
+                          st.integers(0, 20), st.booleans(), st.booleans()),
+                min_size=0, max_size=40),
+       st.dictionaries(st.sampled_from(["p", "q"]), st.integers(1, 4)),
+       st.sets(st.integers(0, 39)), st.integers(0, 3))
+def test_the_ready_queue_gives_the_whole_queues_best_tasks_per_pool(items, places, gone,
+                                                                      requeued):
+    q = ReadyQueue()
+    everything = {}
+    for i, (pool, model, prio, backoff, avoid) in enumerate(items):
+        r = Ready(f"t{i:02d}", pool, model, (1, -prio, 0, i), not_before=5.0 if backoff else 0,
+                  avoid=1 if avoid else None)
+        q.put(r)
+        everything[r.task] = r
+    for i in range(min(requeued, len(items))):  # queued again with a new priority
+        r = everything[f"t{i:02d}"]
+        r = Ready(r.task, r.pool, r.model, (0, 0, 0, i), r.not_before, r.avoid)
+        q.put(r)
+        everything[r.task] = r
+    alive = {t for t in everything if int(t[1:]) not in gone}
+    got = q.best(places, 1.0, lambda t: t in alive)
+    assert len({r.task for r in got}) == len(got)
+    assert all(r == everything[r.task] and r.task in alive for r in got)
+    for pool, k in places.items():
+        for model in ("m1", "m2", None):
+            group = sorted((r for t, r in everything.items() if t in alive
+                            and (r.pool, r.model) == (pool, model)), key=lambda r: r.priority)
+            free = [r for r in group if r.not_before <= 1.0 and r.avoid is None]
+            want = {r.task for r in free[:k]}
+            mine = {r.task for r in got if (r.pool, r.model) == (pool, model)}
+            assert want <= mine
+            # and nothing beyond the k-th free task but tasks that wait or avoid a worker
+            if len(free) > k:
+                cut = free[k - 1].priority
+                assert all(r.priority <= cut or r.not_before > 1.0 or r.avoid is not None
+                           for r in got if (r.pool, r.model) == (pool, model))
+    # asking again gives the same: nothing was lost from the queue
+    assert {r.task for r in q.best(places, 1.0, lambda t: t in alive)} == {r.task for r in got}
 
 
 # -- the state machine --------------------------------------------------------------------

@@ -134,7 +134,7 @@ class Scheduler:
         self._corrupt_seen: dict[str, int] = defaultdict(int)
         self.masters = Masters(plan, store, self.state, self._found_corrupt, self._note)
         self.started = time.monotonic()
-        self._ready: dict[str, policy.Ready] = {}
+        self._ready = policy.ReadyQueue()
         self._order = {t.id: i for i, t in enumerate(plan.tasks)}
         self._rank = policy.branch_ranks(plan)
         self._preview = (frozenset(policy.preview_segments(plan)) if self.opts.preview_first
@@ -328,9 +328,9 @@ class Scheduler:
     def _queue(self, run: TaskRun) -> None:
         pool = self.pool.pool_for(run.task)
         tid = run.task.id
-        self._ready[tid] = policy.Ready(
+        self._ready.put(policy.Ready(
             tid, pool.key, self.pool.model_of[tid], self._priority(run), run.not_before,
-            run.avoid)
+            run.avoid))
 
     def _priority(self, run: TaskRun) -> tuple:
         return policy.priority(run.task, self.estimates.remaining, self._rank, self._preview,
@@ -340,9 +340,12 @@ class Scheduler:
         """Fill the workers' queues: idle workers first, then a task behind the running one
         on the worker whose running task should end first; then take back queued tasks the
         policy says belong elsewhere (:func:`.policy.recalls`)."""
-        ready: list[policy.Ready] = []
-        if self._ready and self.pool.open(self.depth):
-            ready = [r for tid, r in self._ready.items() if self.runs[tid].status == READY]
+        usable = self.pool.usable()
+        places: Counter = Counter()  # tasks each pool could take now, sent or recalled
+        for w in usable:
+            places[w.pool] += self.depth - len(w.calls) + (len(w.calls) > 1)
+        ready = self._ready.best(places, now, self._is_ready) if self._ready and places else []
+        if ready and self.pool.open(self.depth):
             for level in range(self.depth):
                 if not ready:
                     break
@@ -359,7 +362,7 @@ class Scheduler:
                 sent = {tid for _, tid in chosen}
                 ready = [r for r in ready if r.task not in sent]
         if self.depth > 1:
-            self._recall(ready, now)
+            self._recall(ready, usable, now)
 
     def _send(self, w: Worker, run: TaskRun, now: float) -> None:
         del self._ready[run.task.id]
@@ -389,8 +392,10 @@ class Scheduler:
             t = max(t, run.started + est) if c.started and run.started is not None else t + est
         return t
 
-    def _recall(self, ready: list[policy.Ready], now: float) -> None:
-        usable = self.pool.usable()
+    def _is_ready(self, tid: str) -> bool:
+        return self.runs[tid].status == READY
+
+    def _recall(self, ready: list[policy.Ready], usable: list[Worker], now: float) -> None:
         if not any(len(w.calls) > 1 for w in usable):
             return
         held = [policy.Held(
@@ -415,11 +420,11 @@ class Scheduler:
 
     def _reprioritize(self) -> None:
         """Refine estimates from measured seconds per frame, then re-order the ready queue."""
-        self._ready = {tid: r for tid, r in self._ready.items()
-                       if self.runs[tid].status == READY}
+        self._ready.keep(self._is_ready)
         if self.estimates.refine(self.plan, self.pool.model_of):
-            for tid in self._ready:
+            for tid in list(self._ready):
                 self._queue(self.runs[tid])
+            self._ready.compact()
 
     # -- the farm --------------------------------------------------------------------------
     @property
