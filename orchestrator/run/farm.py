@@ -47,7 +47,9 @@ GROW_EVERY_S = 0.5  # how often actors are started for the jobs' work (a call to
 DEAD_CHECK_S = 1.0  # how often the farm asks Ray which jobs' drivers have ended
 #: Seconds an actor may wait for room before idle actors of pools nobody needs are stopped.
 ROOM_WAIT_S = 1.0
-PROTOCOL = 1  # bumped when sync's messages change: a driver refuses a farm of another
+#: Bumped when sync's messages or the renderer actors' calls change: a driver refuses a farm
+#: of another (2: render calls carry a ticket, and actors answer recalls).
+PROTOCOL = 2
 
 
 def farm_name() -> str:
