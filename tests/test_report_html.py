@@ -139,3 +139,37 @@ def test_thumbnails_prefer_the_poster_and_are_pruned(tmp_path):
             assert im.size == (THUMB_WIDTH, 90)
             r, g, b = im.convert("RGB").getpixel((80, 45))
             assert max(abs(r - colour[0]), abs(g - colour[1]), abs(b - colour[2])) < 16
+
+
+def test_a_long_branchs_contact_sheet_is_bounded_and_reads_only_its_thumbnails(tmp_path):
+    """A fresh --out for a studio-sized story: the contact sheet shows SHEET_SHOTS shots from
+    the first to the last, and only their posters are read from the store."""
+    from PIL import Image
+
+    from orchestrator.run.report_html import SHEET_SHOTS, publish
+
+    store = open_store(str(tmp_path / "store"))
+    out = open_output(str(tmp_path / "out"))
+    n = SHEET_SHOTS * 3 + 7
+    records, tasks = {}, []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 36), (i % 256, 0, 0)).save(buf, "JPEG")
+        ref = store.put_bytes(buf.getvalue())
+        key = f"{i:064x}"
+        records[f"t{i}"] = ActionRecord(key=key, outputs={"clip": ref, "poster": ref}, frames=1)
+        tasks.append({"id": f"t{i}", "shot": f"s{i}", "key": key, "status": "cached"})
+    reads: list[str] = []
+    get_bytes = store.get_bytes
+    store.get_bytes = lambda sha: reads.append(sha) or get_bytes(sha)
+    report = {"story": "long", "run_id": "r", "status": "succeeded", "tasks": tasks}
+    branches = [{"name": "main", "segments": ["a"], "tasks": [t["id"] for t in tasks]}]
+    assert publish(out, store, report, branches, records) == []
+    assert len(reads) == SHEET_SHOTS
+    thumbs = out.list_files("thumbs/")
+    assert len(thumbs) == SHEET_SHOTS
+    assert thumb_rel(records["t0"].key) in thumbs and thumb_rel(records[f"t{n - 1}"].key) in thumbs
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.count('<figure class="shot"') == SHEET_SHOTS
+    assert f"{SHEET_SHOTS} of {n} shots" in page
+    assert page.count("<tr data-task=") == n  # the table still lists every shot

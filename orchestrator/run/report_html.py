@@ -8,7 +8,10 @@ a file share or an S3 static website. Every text that comes from a manifest or a
 escaped.
 
 Thumbnails are small JPEGs made from each shot's poster frame (``outputs["poster"]``) when its
-record has one, otherwise from its last frame, and written once per render key.
+record has one, otherwise from its last frame, and written once per render key. A branch's
+contact sheet shows at most :data:`SHEET_SHOTS` shots, evenly spaced from its first to its
+last (every shot is in the table, and in ``reelfarm ui``): the thumbnails of a fresh ``--out``
+cost a bounded number of reads from the store, not one per shot of a studio-sized story.
 """
 
 from __future__ import annotations
@@ -27,6 +30,18 @@ if TYPE_CHECKING:
 THUMB_WIDTH = 160
 THUMB_DIR = "thumbs"
 THUMB_QUALITY = 75
+SHEET_SHOTS = 48  # shots on a branch's contact sheet at most
+
+
+def sheet(tasks: Sequence[str], limit: int = SHEET_SHOTS) -> list[str]:
+    """The tasks a branch's contact sheet shows: all of them, or ``limit`` evenly spaced from
+    the first to the last."""
+    n = len(tasks)
+    if n <= limit:
+        return list(tasks)
+    if limit <= 1:
+        return list(tasks[:limit])
+    return [tasks[round(i * (n - 1) / (limit - 1))] for i in range(limit)]
 
 
 def thumb_rel(key: str) -> str:
@@ -155,7 +170,9 @@ def render_html(report: Mapping[str, Any], branches: Sequence[Mapping[str, Any]]
         else:
             h.append(f'<p class="status error">no master: {e(str(b.get("error") or ""))}</p>')
         h.append('<div class="sheet">')
-        for tid in b.get("tasks") or []:
+        all_tasks = [str(t) for t in b.get("tasks") or []]
+        shown = sheet(all_tasks)
+        for tid in shown:
             t = tasks.get(tid, {})
             key = str(t.get("key", ""))
             shot = str(t.get("shot", tid))
@@ -167,7 +184,11 @@ def render_html(report: Mapping[str, Any], branches: Sequence[Mapping[str, Any]]
                 img = f'<span class="none">{e(str(t.get("status", "no image")))}</span>'
             h.append(f'<figure class="shot" title="{e(tip)}">{img}<figcaption>'
                      f'{_status(t.get("status"))} {e(shot)}</figcaption></figure>')
-        h.append("</div></article>")
+        h.append("</div>")
+        if len(shown) < len(all_tasks):
+            h.append(f'<p class="more">{len(shown)} of {len(all_tasks)} shots, evenly spaced; '
+                     'every shot is in the table below</p>')
+        h.append("</article>")
     h.append("</section>")
     h.append(f'<section id="shots"><h2>Shots ({len(tasks)})</h2><table><thead><tr>'
              "<th>task</th><th>segment</th><th>status</th><th>why</th><th>seconds</th>"
@@ -191,9 +212,12 @@ def render_html(report: Mapping[str, Any], branches: Sequence[Mapping[str, Any]]
 def publish(out: Output, store: Store, report: Mapping[str, Any],
             branches: Sequence[Mapping[str, Any]], records: Mapping[str, ActionRecord], *,
             title: str = "", prune: bool = True) -> list[str]:
-    """Write the thumbnails and ``report.html``; returns problems (a thumbnail that could not
-    be made is left out of the page, and said)."""
-    keys, problems = write_thumbs(out, store, records, prune=prune)
+    """Write the thumbnails of the contact sheets and ``report.html``; returns problems (a
+    thumbnail that could not be made is left out of the page, and said). ``records``: by
+    task id."""
+    shown = {tid for b in branches for tid in sheet([str(t) for t in b.get("tasks") or []])}
+    keys, problems = write_thumbs(
+        out, store, {tid: r for tid, r in records.items() if tid in shown}, prune=prune)
     page = render_html(report, branches, title=title, thumbs=keys)
     out.put_bytes("report.html", page.encode(), "text/html; charset=utf-8")
     return problems
