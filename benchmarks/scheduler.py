@@ -430,7 +430,15 @@ def run_noop_driver(plan: RenderPlan, gpus: int, depth: int) -> dict[str, Any]:
     return {"tasks": n, "queue_depth": depth, "wall_s": round(wall, 3),
             "ms_per_task_wall": round(1000 * wall / n, 3),
             "driver_cpu_ms_per_task": round(1000 * cpu / n, 3),
-            "tasks_per_s": round(n / wall, 1), "recalls": sched.recalls}
+            "tasks_per_s": round(n / wall, 1), "recalls": sched.recalls,
+            "driver_peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports it in KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def raw_loop(gpus: int, tasks: int, depth: int) -> dict[str, Any]:
@@ -473,6 +481,7 @@ def bench_driver(tasks: int, gpus: int, seed: int, rate: dict[str, float]) -> di
         log(f"  driver: no-op plan of {len(plan.tasks)} tasks, queue depth {depth}")
         kill_farm()
         out[f"reelfarm_depth_{depth}"] = run_noop_driver(plan, gpus, depth)
+        kill_farm()  # its warm actors hold the fake GPUs the raw loop's actors need
         settle()
         log(f"  driver: raw Ray loop, depth {depth}")
         out[f"raw_loop_depth_{depth}"] = raw_loop(gpus, len(plan.tasks), depth)

@@ -154,6 +154,26 @@ class OneGoodActorBackend(SleepBackend):
         return _GatedRenderer(self)
 
 
+class SlowStartBackend(SleepBackend):
+    """Its first actor starts at once; every later one finishes starting (makes its renderer)
+    only once ``<gate dir>/open`` exists (or after two minutes), as actors on nodes still
+    pulling an image or loading weights would."""
+
+    def __init__(self, name: str, gate_dir: str, **kw: Any) -> None:
+        super().__init__(name, **kw)
+        self.gate_dir = gate_dir
+
+    def create_renderer(self) -> Renderer:
+        try:
+            os.close(os.open(os.path.join(self.gate_dir, "first"),
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            deadline = time.monotonic() + 120
+            while not Path(self.gate_dir, "open").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return _SleepRenderer(self)
+
+
 class _GateRenderer(_SleepRenderer):
     def render(self, task, condition) -> Iterator[np.ndarray]:
         gate = Path(self.b.gate_dir)

@@ -261,3 +261,30 @@ def test_the_farm_command_only_reads(fresh_farm, ray_cluster):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"farm": None, "jobs": [], "workers": []}
     assert get_farm(create=False) is None  # asking created none
+
+
+class _OlderFarm:
+    """A farm of an older reelfarm on the cluster: it answers in its own protocol."""
+
+    def sync(self, job, report):
+        return {"protocol": 1, "grant": [], "held": [], "revoke": [], "errors": [],
+                "notes": [], "place": 0, "starting": 0}
+
+    def leave(self, job, release=(), kill=()):
+        return None
+
+
+def test_a_driver_refuses_a_farm_that_speaks_another_protocol(fresh_farm, tmp_path):
+    from orchestrator.run.driver import WorkerStartError
+    from orchestrator.run.farm import NAMESPACE, PROTOCOL, farm_name
+
+    older = (ray.remote(_OlderFarm)
+             .options(name=farm_name(), namespace=NAMESPACE, lifetime="detached", num_cpus=0)
+             .remote())
+    ray.get(older.leave.remote("nobody"))
+    use(SleepBackend("sleep-old-farm", per_frame_s=0.01))
+    with pytest.raises(WorkerStartError) as err:
+        render_story(shots_story("old-farm", 2, "sleep-old-farm"), opts(tmp_path, "old"))
+    assert f"protocol 1, this reelfarm {PROTOCOL}" in str(err.value)
+    # nothing was rendered into the store for it
+    assert not list((tmp_path / "old" / "store").glob("ac/*.json"))

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from backends_for_tests import GateBackend, SleepBackend, use
+from backends_for_tests import GateBackend, SlowStartBackend, use
 from storybuild import shot, story
 
 from orchestrator.plan.expand import expand
@@ -143,3 +143,41 @@ def test_an_actor_gives_back_a_queued_call_but_not_a_started_one(ray_cluster, tm
         first.key: store.get_action(first.key), second.key: None}
     assert not Path(gate, f"{second.key}.started").exists()
     ray.kill(actor)
+
+
+@pytest.mark.parametrize("farm", [True, False], ids=["farm", "own-actors"])
+def test_shots_render_on_the_first_actor_up_while_the_others_still_start(ray_cluster, tmp_path,
+                                                                         farm):
+    """Actors start together and each is used as soon as it is up: with every actor but the
+    first held in its start-up, the first one renders shots meanwhile."""
+    from orchestrator.run.farm import kill_farm
+
+    kill_farm()  # no warm actor of an earlier test: this one's start from nothing
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    use(SlowStartBackend(f"slow-start-{farm}", str(gate), per_frame_s=0.01))
+    plan = _one_segment(f"slow-start-{farm}", [f"s{i}" for i in range(6)])
+    url = str(tmp_path / "store")
+    store = open_store(url)
+    rendered_first: list[int] = []
+
+    def open_once_shots_are_in() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done = sum(1 for r in store.get_actions([t.key for t in plan.tasks]).values() if r)
+            if done >= 2:
+                rendered_first.append(done)
+                break
+            time.sleep(0.1)
+        (gate / "open").touch()
+
+    sched = Scheduler(plan, store, store_url=url,
+                      options=SchedulerOptions(max_workers=3, farm=farm))
+    sched.lookup()
+    opener = threading.Thread(target=open_once_shots_are_in, daemon=True)
+    opener.start()
+    sched.run()
+    opener.join()
+    kill_farm()
+    assert {r.status for r in sched.runs.values()} == {"rendered"}
+    assert rendered_first, "no shot rendered until every actor was up"
