@@ -278,6 +278,7 @@ def test_a_driver_refuses_a_farm_that_speaks_another_protocol(fresh_farm, tmp_pa
     from orchestrator.run.driver import WorkerStartError
     from orchestrator.run.farm import NAMESPACE, PROTOCOL, farm_name
 
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the class, by value
     older = (ray.remote(_OlderFarm)
              .options(name=farm_name(), namespace=NAMESPACE, lifetime="detached", num_cpus=0)
              .remote())

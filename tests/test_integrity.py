@@ -56,6 +56,11 @@ def _corrupt_then_render(store: str, tmp: Path, corrupt) -> None:
     assert tasks["hall"]["status"] == "rendered"
     assert tasks["hall"]["reason"] == "corrupt blob in the store"
     assert tasks["hall"]["clip"] == clip  # the same bytes, rendered again
+    # its new record keeps its key document, as every render's does (for the next plan's why)
+    from orchestrator.plan.keys import digest
+
+    record = open_store(store).get_action(tasks["hall"]["key"])
+    assert record.inputs is not None and digest(record.inputs) == tasks["hall"]["key"]
     assert {t for t, v in tasks.items() if v["status"] == "rendered"} == {"hall"}
     # Never assembled from corrupt bytes: b's master is bit-identical to the first run's.
     assert masters(tmp / "out2") == masters(tmp / "out1")

@@ -155,8 +155,9 @@ def test_shots_render_on_the_first_actor_up_while_the_others_still_start(ray_clu
     kill_farm()  # no warm actor of an earlier test: this one's start from nothing
     gate = tmp_path / "gate"
     gate.mkdir()
-    use(SlowStartBackend(f"slow-start-{farm}", str(gate), per_frame_s=0.01))
-    plan = _one_segment(f"slow-start-{farm}", [f"s{i}" for i in range(6)])
+    name = "slow-start-farm" if farm else "slow-start-own"
+    use(SlowStartBackend(name, str(gate), per_frame_s=0.01))
+    plan = _one_segment(name, [f"s{i}" for i in range(6)])
     url = str(tmp_path / "store")
     store = open_store(url)
     rendered_first: list[int] = []

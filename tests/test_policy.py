@@ -14,8 +14,9 @@ from orchestrator.run.policy import (
     Ready,
     ReadyQueue,
     assign,
-    recalls,
+    preempts,
     remaining_seconds,
+    steals,
 )
 from orchestrator.run.state import BLOCKED, DONE, FAILED, PENDING, READY, RENDERED, RunState
 
@@ -148,47 +149,58 @@ def _q(task, rem, model=None, **kw):
     return Queued(task, model, (1, -rem, 0, 0), **kw)
 
 
-def test_an_idle_worker_with_nothing_ready_takes_a_task_queued_elsewhere():
+def test_an_idle_worker_takes_a_task_queued_elsewhere_that_goes_before_every_ready_one():
     busy = Held(1, "p", running=True, queued=(_q("late", 3.0),))
-    got = recalls([], [busy, Held(2, "p")], now=0, remaining={"late": 3.0})
-    assert got == [(1, "late")]
-    # not from another pool, not a recall already under way, not when ready work waits
-    assert recalls([], [busy, Held(2, "other")], now=0, remaining={"late": 3.0}) == []
+    rem = {"late": 3.0, "minor": 1.0, "major": 9.0}
+    assert steals([], [busy, Held(2, "p")], now=0, remaining=rem) == [(2, 1, "late")]
+    # a ready task on a shorter path does not keep it waiting behind the running one
+    minor = _ready("minor", prio=(1, -1.0, 0, 0))
+    assert steals([minor], [busy, Held(2, "p")], now=0, remaining=rem) == [(2, 1, "late")]
+    # one on a longer path goes first: the idle worker takes that one (assign gives it)
+    major = _ready("major", prio=(1, -9.0, 0, 0))
+    assert steals([major], [busy, Held(2, "p")], now=0, remaining=rem) == []
+    # two idle workers: the first takes the ready one, the second the queued one
+    assert steals([major], [busy, Held(2, "p"), Held(3, "p")], now=0, remaining=rem) == [
+        (3, 1, "late")]
+    # not from another pool, not a recall already under way
+    assert steals([], [busy, Held(2, "other")], now=0, remaining=rem) == []
     asked = Held(1, "p", running=True, queued=(_q("late", 3.0, recallable=False),))
-    assert recalls([], [asked, Held(2, "p")], now=0, remaining={"late": 3.0}) == []
-    waiting = [_ready("ready-one", prio=(1, -1.0, 0, 0))]
-    assert recalls(waiting, [busy, Held(2, "p")], now=0,
-                   remaining={"late": 3.0, "ready-one": 1.0}) == []
+    assert steals([], [asked, Held(2, "p")], now=0, remaining=rem) == []
 
 
-def test_an_idle_worker_takes_the_queued_task_of_its_warm_model_unless_a_longer_path_waits():
+def test_an_idle_worker_steals_the_queued_task_of_its_warm_model_unless_a_longer_path_waits():
     a = Held(1, "p", running=True, queued=(_q("m2-task", 9.0, "m2"),))
     b = Held(2, "p", running=True, queued=(_q("m1-task", 5.0, "m1"),))
     rem = {"m2-task": 9.0, "m1-task": 5.0}
-    assert recalls([], [a, b, Held(3, "p", "m1")], now=0, remaining=rem) == [(2, "m1-task")]
+    assert steals([], [a, b, Held(3, "p", "m1")], now=0, remaining=rem) == [(3, 2, "m1-task")]
     # a switch that costs 1 s is worth a 4 s longer path
-    assert recalls([], [a, b, Held(3, "p", "m1")], now=0, remaining=rem,
-                   switch_cost={"m2": 1.0}) == [(1, "m2-task")]
+    assert steals([], [a, b, Held(3, "p", "m1")], now=0, remaining=rem,
+                  switch_cost={"m2": 1.0}) == [(3, 1, "m2-task")]
 
 
-def test_a_ready_task_on_a_longer_path_takes_the_place_of_the_weakest_queued_one():
+def test_a_ready_task_on_a_longer_path_takes_a_queued_place_on_the_worker_freeing_first():
     workers = [Held(1, "p", running=True, queued=(_q("short", 2.0),)),
                Held(2, "p", running=True, queued=(_q("shorter", 1.0),))]
     rem = {"short": 2.0, "shorter": 1.0, "critical": 8.0, "minor": 0.5}
     critical = _ready("critical", prio=(1, -8.0, 0, 0))
-    assert recalls([critical], workers, now=0, remaining=rem) == [(2, "shorter")]
+    assert preempts([critical], workers, now=0, remaining=rem) == [(2, "shorter")]
     # a shorter path waits its turn; so does one still in back-off
-    assert recalls([_ready("minor", prio=(1, -0.5, 0, 0))], workers, now=0, remaining=rem) == []
+    assert preempts([_ready("minor", prio=(1, -0.5, 0, 0))], workers, now=0,
+                    remaining=rem) == []
     backoff = _ready("critical", prio=(1, -8.0, 0, 0), not_before=5.0)
-    assert recalls([backoff], workers, now=1.0, remaining=rem) == []
+    assert preempts([backoff], workers, now=1.0, remaining=rem) == []
+    # of the queued tasks it beats, it takes the place on the worker that frees first
+    soon = [Held(1, "p", running=True, queued=(_q("short", 2.0),), free_at=3.0),
+            Held(2, "p", running=True, queued=(_q("shorter", 1.0),), free_at=9.0)]
+    assert preempts([critical], soon, now=0, remaining=rem) == [(1, "short")]
 
 
 def test_a_task_of_another_model_takes_a_queued_place_only_for_more_than_the_switch_cost():
     workers = [Held(1, "p", "m1", running=True, queued=(_q("queued", 2.0, "m1"),))]
     rem = {"queued": 2.0, "other-model": 8.0}
     ready = [_ready("other-model", "m2", (1, -8.0, 0, 0))]
-    assert recalls(ready, workers, now=0, remaining=rem) == []  # 6 s < the default 10 s
-    assert recalls(ready, workers, now=0, remaining=rem, switch_cost={"m2": 1.0}) == [
+    assert preempts(ready, workers, now=0, remaining=rem) == []  # 6 s < the default 10 s
+    assert preempts(ready, workers, now=0, remaining=rem, switch_cost={"m2": 1.0}) == [
         (1, "queued")]
 
 
@@ -204,13 +216,15 @@ def test_recalls_name_only_queued_tasks_each_once(workers, ready_rems):
         held.append(Held(i, "p", running=running or bool(qs), queued=qs))
     ready = [_ready(f"r{k}", prio=(1, -r, 0, k)) for k, r in enumerate(ready_rems)]
     rem.update({r.task: -r.priority[1] for r in ready})
-    got = recalls(ready, held, now=0, remaining=rem)
-    assert len({t for _, t in got}) == len(got)
     queued_on = {q.task: w.id for w in held for q in w.queued}
-    assert all(queued_on.get(t) == wid for wid, t in got)
-    # never more than there are places to fill: idle workers, plus ready tasks
-    idle = sum(1 for w in held if not w.running and not w.queued)
-    assert len(got) <= idle + len(ready)
+    idle = {w.id for w in held if not w.running and not w.queued}
+    stolen = steals(ready, held, now=0, remaining=rem)
+    assert len({t for _, _, t in stolen}) == len(stolen)
+    assert all(queued_on.get(t) == wid and to in idle for to, wid, t in stolen)
+    assert len({to for to, _, _ in stolen}) == len(stolen)  # one task for each idle worker
+    pre = preempts(ready, held, now=0, remaining=rem)
+    assert len({t for _, t in pre}) == len(pre) <= len(ready)
+    assert all(queued_on.get(t) == wid for wid, t in pre)
 
 
 @settings(max_examples=200, deadline=None)

@@ -129,6 +129,7 @@ class Scheduler:
         # every actor call in flight: ("render" | "recall", worker, call)
         self._inflight: dict[Any, tuple[str, Worker, Call]] = {}
         self.recalls = 0  # queued tasks taken back from an actor and sent elsewhere
+        self._reserved: dict[int, Call] = {}  # idle worker -> the queued call taken back for it
         self.assembly = Assembler(store_url, s3_endpoint, plan.profile, plan.encoder)
         self.corrupt: list[dict[str, str]] = []
         self._corrupt_seen: dict[str, int] = defaultdict(int)
@@ -338,22 +339,29 @@ class Scheduler:
 
     def _dispatch(self, now: float) -> None:
         """Fill the workers' queues: idle workers first, then a task behind the running one
-        on the worker whose running task should end first; then take back queued tasks the
-        policy says belong elsewhere (:func:`.policy.recalls`)."""
+        on the worker whose running task should end first. Queued tasks are taken back where
+        the policy says they belong elsewhere: for an idle worker, when they go before every
+        ready task (:func:`.policy.steals`, before it is given one), or for a ready task on a
+        longer path that found every queue full (:func:`.policy.preempts`)."""
         usable = self.pool.usable()
         places: Counter = Counter()  # tasks each pool could take now, sent or recalled
         for w in usable:
             places[w.pool] += self.depth - len(w.calls) + (len(w.calls) > 1)
         ready = self._ready.best(places, now, self._is_ready) if self._ready and places else []
+        queued = self.depth > 1 and any(len(w.calls) > 1 for w in usable)
+        if queued:
+            self._steal(ready, usable, now)
         if ready and self.pool.open(self.depth):
             for level in range(self.depth):
                 if not ready:
                     break
-                slots = [w for w in self.pool.open(self.depth) if len(w.calls) == level]
+                slots = [w for w in self.pool.open(self.depth)
+                         if len(w.calls) == level and w.id not in self._reserved]
+                if level:
+                    slots = [w for w in slots if not self._awaits_dependent(w, ready)]
+                    slots.sort(key=lambda w: self._free_at(w, now))
                 if not slots:
                     continue
-                if level:
-                    slots.sort(key=lambda w: self._free_at(w, now))
                 chosen = policy.assign(
                     ready, [policy.Idle(w.id, w.pool, w.model) for w in slots], now=now,
                     remaining=self.estimates.remaining, switch_cost=self.estimates.load_cost)
@@ -361,8 +369,8 @@ class Scheduler:
                     self._send(self.workers[wid], self.runs[tid], now)
                 sent = {tid for _, tid in chosen}
                 ready = [r for r in ready if r.task not in sent]
-        if self.depth > 1:
-            self._recall(ready, usable, now)
+        if queued and ready:
+            self._preempt(ready, usable, now)
 
     def _send(self, w: Worker, run: TaskRun, now: float) -> None:
         del self._ready[run.task.id]
@@ -383,33 +391,68 @@ class Scheduler:
         if self.progress:
             self.progress.task_started(self, run, w)
 
-    def _free_at(self, w: Worker, now: float) -> float:
-        """When ``w``'s calls should all have ended, from the estimates."""
+    def _free_at(self, w: Worker, now: float, head_only: bool = False) -> float:
+        """When ``w``'s calls (``head_only``: its running one) should have ended, from the
+        estimates."""
         t = now
-        for c in w.calls:
+        for c in w.calls[:1] if head_only else w.calls:
             run = self.runs[c.task]
             est = self.estimates.seconds(run.task, self.pool.model_of.get(c.task))
             t = max(t, run.started + est) if c.started and run.started is not None else t + est
         return t
 
+    def _awaits_dependent(self, w: Worker, ready: list[policy.Ready]) -> bool:
+        """Whether ``w``'s last task has a dependent (a continuity shot) that will go before
+        every ready task of its pool when it becomes ready, the moment that task ends: then
+        nothing is queued behind it, so the dependent can start on this worker at once
+        instead of waiting behind a queued task (on the critical path, that wait is the run's
+        makespan)."""
+        last = w.calls[-1].task
+        pool = self.pool.pool_of.get(last)
+        deps = [d for d in self.plan.dependents[last] if self.pool.pool_of.get(d) == pool
+                and self.runs[d].status == PENDING]
+        if not deps:
+            return False
+        best = min((r.priority for r in ready if r.pool == pool), default=None)
+        dep = min(self._priority(self.runs[d]) for d in deps)
+        return best is None or dep[:2] < best[:2]
+
     def _is_ready(self, tid: str) -> bool:
         return self.runs[tid].status == READY
 
-    def _recall(self, ready: list[policy.Ready], usable: list[Worker], now: float) -> None:
-        if not any(len(w.calls) > 1 for w in usable):
-            return
-        held = [policy.Held(
+    def _held(self, usable: list[Worker], now: float) -> list[policy.Held]:
+        return [policy.Held(
             w.id, w.pool, w.model, running=bool(w.calls),
             queued=tuple(policy.Queued(c.task, self.pool.model_of.get(c.task),
                                        self._priority(self.runs[c.task]), c.recalling is None)
-                         for c in w.calls[1:]))
-            for w in usable]
-        for wid, tid in policy.recalls(ready, held, now=now, remaining=self.estimates.remaining,
-                                       switch_cost=self.estimates.load_cost):
-            w = self.workers[wid]
-            for c in w.calls[1:]:
-                if c.task == tid and c.recalling is None:
-                    self._inflight[self.pool.recall(w, c)] = ("recall", w, c)
+                         for c in w.calls[1:]),
+            free_at=self._free_at(w, now, head_only=True))
+            for w in usable if w.id not in self._reserved]
+
+    def _take_back(self, w: Worker, tid: str) -> Call | None:
+        for c in w.calls[1:]:
+            if c.task == tid and c.recalling is None:
+                self._inflight[self.pool.recall(w, c)] = ("recall", w, c)
+                return c
+        return None
+
+    def _steal(self, ready: list[policy.Ready], usable: list[Worker], now: float) -> None:
+        for idle, wid, tid in policy.steals(
+                ready, self._held(usable, now), now=now, remaining=self.estimates.remaining,
+                switch_cost=self.estimates.load_cost):
+            call = self._take_back(self.workers[wid], tid)
+            if call is not None:
+                self._reserved[idle] = call  # it waits for this task, not another
+
+    def _preempt(self, ready: list[policy.Ready], usable: list[Worker], now: float) -> None:
+        for wid, tid in policy.preempts(
+                ready, self._held(usable, now), now=now, remaining=self.estimates.remaining,
+                switch_cost=self.estimates.load_cost):
+            self._take_back(self.workers[wid], tid)
+
+    def _unreserve(self, call: Call) -> None:
+        for wid in [wid for wid, c in self._reserved.items() if c is call]:
+            del self._reserved[wid]
 
     def _recall_queued(self, w: Worker) -> None:
         """Take back every task queued on ``w`` (a revoked lease): it goes back to the farm
@@ -534,6 +577,8 @@ class Scheduler:
         got = self._inflight.pop(ref, None)
         if got is not None:
             kind, w, call = got
+            if kind == "recall":
+                self._unreserve(call)
             if w.id not in self.workers or call not in w.calls:
                 return  # its worker was replaced (its tasks requeued), or it was given back
             if kind == "recall":
@@ -559,6 +604,7 @@ class Scheduler:
 
     def _given_back(self, call: Call) -> None:
         """A queued task its actor gave back unstarted: ready again, for another worker."""
+        self._unreserve(call)
         self._inflight.pop(call.ref, None)
         self.recalls += 1
         run = self.runs[call.task]
@@ -654,8 +700,20 @@ class Scheduler:
         invalid, ready = self.state.corrupt(digest)
         for run in invalid:
             self.store.delete_action(run.task.key)
+            self._with_inputs(run)
         for run in ready:
             self._queue(run)
+
+    def _with_inputs(self, run: TaskRun) -> None:
+        """A task that was cached at lookup renders after all (its record's blob was found
+        corrupt): give it its key document, as :func:`.why.explain` gave the others, so the
+        record it writes keeps it for the next plan's comparison."""
+        if run.task.inputs is None:
+            from ..plan.expand import key_inputs, profile_key
+
+            doc = key_inputs(run.task, self.plan.salt,
+                             profile_key(self.plan.profile, self.plan.encoder))
+            run.task = run.task.model_copy(update={"inputs": doc})
 
     def _check_timeouts(self) -> None:
         now = time.monotonic()

@@ -11,9 +11,10 @@
   ``queue_depth``, 2 by default), so that its next task starts when the last one ends, not a
   driver round trip later. Idle workers are served first; a task queued behind a running one
   goes to the worker whose running task should end first.
-* A queued task that has not started is recalled (:func:`recalls`) when a worker of its pool
-  falls idle with nothing ready (it runs there now, preferring a worker that holds its model
-  warm), or when a ready task on a clearly longer path finds every queue full.
+* A queued task that has not started is taken back: for a worker of its pool that falls idle
+  when no ready task goes before it (:func:`steals`; preferring a worker that holds its model
+  warm), or for a ready task on a clearly longer path that finds every queue full
+  (:func:`preempts`).
 
 No Ray and no clock here: the driver passes ``now`` and the estimates, and applies the result.
 """
@@ -109,7 +110,7 @@ class ReadyQueue:
         """For each pool in ``pools`` (pool: how many tasks it could take), the best that
         many tasks of each of its models that are out of back-off, and every task passed on
         the way that must wait (back-off) or avoids a worker (so :func:`assign` and
-        :func:`recalls` see what they would have chosen from the whole queue)."""
+        :func:`steals` see what they would have chosen from the whole queue)."""
         out: list[Ready] = []
         seen: set[str] = set()
         for (pool, _model), heap in self._heaps.items():
@@ -275,29 +276,26 @@ class Held:
     warm: str | None = None
     running: bool = False
     queued: tuple[Queued, ...] = ()
+    free_at: float = 0.0  # when its running task should end, from the estimates
 
 
-def recalls(ready: Iterable[Ready], workers: Sequence[Held], *, now: float,
-            remaining: Mapping[str, float],
-            switch_cost: Mapping[str | None, float] | None = None) -> list[tuple[int, str]]:
-    """``(worker id, task id)`` of queued tasks to take back from their worker's actor, after
-    :func:`assign` has filled every free place (``ready``: the tasks it left).
+def steals(ready: Iterable[Ready], workers: Sequence[Held], *, now: float,
+           remaining: Mapping[str, float],
+           switch_cost: Mapping[str | None, float] | None = None
+           ) -> list[tuple[int, int, str]]:
+    """``(idle worker id, worker id, task id)``: queued tasks to take back from their worker's
+    actor and run on an idle worker instead, decided *before* :func:`assign` gives the idle
+    workers ready tasks.
 
-    * **Steal**: a worker with nothing running and nothing queued, and no ready task of its
-      pool it may take, gets the best queued task of its pool from another worker (the one
-      whose model it holds warm, unless another waits on a path longer by more than the
-      switch cost). Without this, a task would wait behind a running one while a worker idles.
-    * **Pre-empt**: a ready task that found every queue of its pool full takes the place of the
-      queued task with the shortest remaining path, when its own path is longer (a task on
-      the critical path does not wait behind one that is not), by more than the switch cost
-      when it needs another model. Back-off and preview order are respected as in
-      :func:`assign`.
-
-    A queued task is recalled at most once per call; the driver requeues what the actor gives
-    back (a task its actor has already started runs to its end)."""
+    A worker with nothing running and nothing queued takes the best queued task of its pool
+    (the one whose model it holds warm, unless another waits on a path longer by more than
+    the switch cost) when that task goes before every ready task left for it: a task queued
+    behind a shot that runs longer than estimated would otherwise wait while a worker starts
+    something less urgent. Idle workers are taken in order, each consuming the best ready
+    task it does not steal for. The driver keeps a worker idle while its steal is answered."""
     switch_cost = switch_cost or {}
     taken: set[str] = set()
-    out: list[tuple[int, str]] = []
+    out: list[tuple[int, int, str]] = []
     pools: dict[Hashable, list[Held]] = defaultdict(list)
     for w in workers:
         pools[w.pool].append(w)
@@ -309,9 +307,9 @@ def recalls(ready: Iterable[Ready], workers: Sequence[Held], *, now: float,
         queued = [(w, q) for w in members for q in w.queued if q.recallable]
         if not queued:
             continue
-        # steal: idle workers first
+        left = sorted(waiting[pool], key=_order)
         for w in members:
-            if w.running or w.queued or waiting[pool]:
+            if w.running or w.queued:
                 continue
             options = [(x, q) for x, q in queued if x.id != w.id and q.task not in taken]
             if not options:
@@ -323,23 +321,59 @@ def recalls(ready: Iterable[Ready], workers: Sequence[Held], *, now: float,
                 cost = switch_cost.get(best[1].model, DEFAULT_SWITCH_COST_S)
                 if remaining.get(best[1].task, 0.0) - remaining.get(mine[1].task, 0.0) < cost:
                     best = mine
-            taken.add(best[1].task)
-            out.append((best[0].id, best[1].task))
-        # pre-empt: ready work that no queue could take, against the weakest queued tasks
-        left = sorted(waiting[pool], key=_order)
-        weakest = sorted(((x, q) for x, q in queued if q.task not in taken),
-                         key=lambda xq: (xq[1].priority, xq[1].task), reverse=True)
-        for r, (x, q) in zip(left, weakest, strict=False):
-            if r.priority[:2] >= q.priority[:2]:
-                break
-            # a task of another model takes the place only for a path longer by more than
-            # the model switch costs (as a worker chooses between models in assign)
-            gain = remaining.get(r.task, 0.0) - remaining.get(q.task, 0.0)
-            if r.model != q.model and r.priority[0] == q.priority[0] and gain < switch_cost.get(
-                    r.model, DEFAULT_SWITCH_COST_S):
+            mine_ready = next((r for r in left if r.avoid != w.id), None)
+            if mine_ready is not None and mine_ready.priority[:2] <= best[1].priority[:2]:
+                left.remove(mine_ready)  # assign gives it this one
                 continue
-            taken.add(q.task)
-            out.append((x.id, q.task))
+            taken.add(best[1].task)
+            out.append((w.id, best[0].id, best[1].task))
+    return out
+
+
+def preempts(ready: Iterable[Ready], workers: Sequence[Held], *, now: float,
+             remaining: Mapping[str, float],
+             switch_cost: Mapping[str | None, float] | None = None) -> list[tuple[int, str]]:
+    """``(worker id, task id)`` of queued tasks to take back from their worker's actor, after
+    :func:`assign` has filled every free place (``ready``: the tasks it left).
+
+    A ready task that found every queue of its pool full takes the place of a queued task on
+    a shorter path (a task on the critical path does not wait behind one that is not; by more
+    than the switch cost when it needs another model): the one on the worker whose running
+    task should end first, so that it starts as soon as a worker frees. Ready tasks go in
+    dispatch order; back-off is respected as in :func:`assign`. A queued task is named at
+    most once; the driver requeues what the actor gives back (a task its actor has already
+    started runs to its end)."""
+    switch_cost = switch_cost or {}
+    out: list[tuple[int, str]] = []
+    pools: dict[Hashable, list[Held]] = defaultdict(list)
+    for w in workers:
+        pools[w.pool].append(w)
+    waiting: dict[Hashable, list[Ready]] = defaultdict(list)
+    for r in ready:
+        if r.not_before <= now:
+            waiting[r.pool].append(r)
+    for pool, members in pools.items():
+        queued = [(w, q) for w in members for q in w.queued if q.recallable]
+        if not queued or not waiting[pool]:
+            continue
+        taken: set[str] = set()
+        for r in sorted(waiting[pool], key=_order):
+            options = []
+            for x, q in queued:
+                if q.task in taken or r.priority[:2] >= q.priority[:2]:
+                    continue
+                # a task of another model takes the place only for a path longer by more
+                # than the model switch costs (as a worker chooses between models in assign)
+                gain = remaining.get(r.task, 0.0) - remaining.get(q.task, 0.0)
+                if r.model != q.model and r.priority[0] == q.priority[0] and (
+                        gain < switch_cost.get(r.model, DEFAULT_SWITCH_COST_S)):
+                    continue
+                options.append((x.free_at, q.priority, q.task, x.id))
+            if not options:
+                break
+            _, _, task, wid = min(options, key=lambda o: (o[0], tuple(-v for v in o[1][:2])))
+            taken.add(task)
+            out.append((wid, task))
     return out
 
 
