@@ -296,18 +296,8 @@ def steals(ready: Iterable[Ready], workers: Sequence[Held], *, now: float,
     switch_cost = switch_cost or {}
     taken: set[str] = set()
     out: list[tuple[int, int, str]] = []
-    pools: dict[Hashable, list[Held]] = defaultdict(list)
-    for w in workers:
-        pools[w.pool].append(w)
-    waiting: dict[Hashable, list[Ready]] = defaultdict(list)
-    for r in ready:
-        if r.not_before <= now:
-            waiting[r.pool].append(r)
-    for pool, members in pools.items():
-        queued = [(w, q) for w in members for q in w.queued if q.recallable]
-        if not queued:
-            continue
-        left = sorted(waiting[pool], key=_order)
+    for members, queued, waiting in _by_pool(ready, workers, now):
+        left = sorted(waiting, key=_order)
         for w in members:
             if w.running or w.queued:
                 continue
@@ -345,19 +335,9 @@ def preempts(ready: Iterable[Ready], workers: Sequence[Held], *, now: float,
     started runs to its end)."""
     switch_cost = switch_cost or {}
     out: list[tuple[int, str]] = []
-    pools: dict[Hashable, list[Held]] = defaultdict(list)
-    for w in workers:
-        pools[w.pool].append(w)
-    waiting: dict[Hashable, list[Ready]] = defaultdict(list)
-    for r in ready:
-        if r.not_before <= now:
-            waiting[r.pool].append(r)
-    for pool, members in pools.items():
-        queued = [(w, q) for w in members for q in w.queued if q.recallable]
-        if not queued or not waiting[pool]:
-            continue
+    for _members, queued, waiting in _by_pool(ready, workers, now):
         taken: set[str] = set()
-        for r in sorted(waiting[pool], key=_order):
+        for r in sorted(waiting, key=_order):
             options = []
             for x, q in queued:
                 if q.task in taken or r.priority[:2] >= q.priority[:2]:
@@ -375,6 +355,23 @@ def preempts(ready: Iterable[Ready], workers: Sequence[Held], *, now: float,
             taken.add(task)
             out.append((wid, task))
     return out
+
+
+def _by_pool(ready: Iterable[Ready], workers: Sequence[Held], now: float
+             ) -> Iterator[tuple[list[Held], list[tuple[Held, Queued]], list[Ready]]]:
+    """Per pool with recallable queued tasks: its workers, those tasks (with their worker) and
+    its ready tasks out of back-off."""
+    pools: dict[Hashable, list[Held]] = defaultdict(list)
+    for w in workers:
+        pools[w.pool].append(w)
+    waiting: dict[Hashable, list[Ready]] = defaultdict(list)
+    for r in ready:
+        if r.not_before <= now:
+            waiting[r.pool].append(r)
+    for pool, members in pools.items():
+        queued = [(w, q) for w in members for q in w.queued if q.recallable]
+        if queued:
+            yield members, queued, waiting[pool]
 
 
 def _order(r: Ready) -> tuple:
