@@ -402,6 +402,7 @@ def noop_plan(tasks: int, seed: int) -> RenderPlan:
     doc, _ = make_story(tasks, seed, layers=max(1, math.ceil(tasks / 1000) - 1),
                         continuity=0.0, median_s=0.0, sigma=0.0, noise=0.0, backend="noop")
     doc["spec"]["renderer"] = {"backend": "noop", "gpus": 1}
+    doc["spec"]["masters"] = "endings"  # not one per path: 10,000 tasks make 512 paths
     for seg in doc["spec"]["segments"]:
         for s in seg["shots"]:
             s.pop("continuity", None)
