@@ -230,7 +230,10 @@ class Scheduler:
                 if now - self._last_starving_check >= STARVING_CHECK_EVERY_S:
                     self._last_starving_check = now
                     self._report_starvation(now)
-                waiting = list(self._inflight)
+                # a queued call ends after the one before it: wait on each worker's first call
+                # (a call its actor gives back is heard of through the recall's answer)
+                waiting = [ref for ref, (kind, w, call) in self._inflight.items()
+                           if kind == "recall" or (w.calls and w.calls[0] is call)]
                 if self._farm_sync is not None:
                     waiting.append(self._farm_sync)
                 waiting += [w.ready_ref for w in self.pool.starting()]
