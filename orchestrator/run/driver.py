@@ -69,6 +69,7 @@ GROW_EVERY_S = 2.0
 REPRIORITIZE_EVERY_S = 2.0
 STARVING_NOTE_EVERY_S = 30.0
 STARVING_CHECK_EVERY_S = 1.0
+TIMEOUT_CHECK_EVERY_S = 0.5  # task timeouts are minutes: no need to look at every turn
 MAX_CORRUPT_READS = 3  # times one blob may be found corrupt before its tasks fail
 
 
@@ -144,6 +145,7 @@ class Scheduler:
         self._last_grow = self._last_prio = 0.0
         self._starving_since: float | None = None
         self._last_starving_note = self._last_starving_check = 0.0
+        self._last_timeout_check = 0.0
         # autoscale: what the run waits for from the autoscaler (for the display and the run
         # record), and since when ready work has had no node at all
         self.waiting_for: str | None = None
@@ -228,7 +230,10 @@ class Scheduler:
                 if now - self._last_starving_check >= STARVING_CHECK_EVERY_S:
                     self._last_starving_check = now
                     self._report_starvation(now)
-                waiting = list(self._inflight)
+                # a queued call ends after the one before it: wait on each worker's first call
+                # (a call its actor gives back is heard of through the recall's answer)
+                waiting = [ref for ref, (kind, w, call) in self._inflight.items()
+                           if kind == "recall" or (w.calls and w.calls[0] is call)]
                 if self._farm_sync is not None:
                     waiting.append(self._farm_sync)
                 waiting += [w.ready_ref for w in self.pool.starting()]
@@ -241,7 +246,9 @@ class Scheduler:
                     for ref in done:
                         self._complete(ref)
                     changed = bool(done)
-                    self._check_timeouts()
+                    if now - self._last_timeout_check >= TIMEOUT_CHECK_EVERY_S:
+                        self._last_timeout_check = now
+                        self._check_timeouts()
                 elif not self.state.any_ready():
                     self.state.stall()
                     changed = True
@@ -349,7 +356,7 @@ class Scheduler:
             places[w.pool] += self.depth - len(w.calls) + (len(w.calls) > 1)
         ready = self._ready.best(places, now, self._is_ready) if self._ready and places else []
         queued = self.depth > 1 and any(len(w.calls) > 1 for w in usable)
-        if queued:
+        if queued and any(not w.calls and w.id not in self._reserved for w in usable):
             self._steal(ready, usable, now)
         if ready and self.pool.open(self.depth):
             for level in range(self.depth):
@@ -427,7 +434,8 @@ class Scheduler:
                                        self._priority(self.runs[c.task]), c.recalling is None)
                          for c in w.calls[1:]),
             free_at=self._free_at(w, now, head_only=True))
-            for w in usable if w.id not in self._reserved]
+            # a worker with one call neither steals (it is busy) nor has a task to give back
+            for w in usable if w.id not in self._reserved and len(w.calls) != 1]
 
     def _take_back(self, w: Worker, tid: str) -> Call | None:
         for c in w.calls[1:]:
