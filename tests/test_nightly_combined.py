@@ -111,6 +111,16 @@ def _night(tmp_path: Path, docs: list[dict], **kw) -> tuple[NightlyOptions, Path
     return opts, stories
 
 
+def rendering(store: Path, story: str = "*") -> bool:
+    """Whether a run record of ``story`` (any, by default) is running with a rendered shot."""
+    for r in (store / "runs").glob(f"{story}/*.json"):
+        with contextlib.suppress(ValueError):
+            doc = json.loads(r.read_text())
+            if doc["status"] == "running" and doc["totals"]["rendered"] >= 1:
+                return True
+    return False
+
+
 def _check_outputs(out: Path, name: str) -> dict:
     """Every master in ``branches.json`` is there, whole; returns the story's report."""
     branches = json.loads((out / name / "branches.json").read_text())
@@ -364,15 +374,8 @@ def test_ctrl_c_finalises_every_story_s_record(ray_cluster, tmp_path):
                     address=ray_cluster.address, per_frame_s=0.4, log=tmp_path / "night.log")
     wait_for(lambda: len(local_records(store, keys)) >= 3, 240, "three finished shots")
 
-    def live() -> bool:  # a story's run record shows its progress while the night runs
-        for r in (store / "runs").glob("*/*.json"):
-            with contextlib.suppress(ValueError):
-                doc = json.loads(r.read_text())
-                if doc["status"] == "running" and doc["totals"]["rendered"] >= 1:
-                    return True
-        return False
-
-    wait_for(live, 120, "a live run record with a rendered shot")
+    # a story's run record shows its progress while the night runs
+    wait_for(lambda: rendering(store), 120, "a live run record with a rendered shot")
     p.send_signal(signal.SIGINT)
     assert p.wait(timeout=60) == 1, (tmp_path / "night.log").read_text()
     for name in ("alpha", "bravo"):
@@ -407,15 +410,8 @@ def test_ctrl_c_stops_a_story_by_story_night(ray_cluster, tmp_path):
     store = Path(opts.store)
 
     def interrupt() -> None:
-        def rendering() -> bool:  # alpha's render has a finished shot: its handler is in
-            for r in (store / "runs" / "alpha").glob("*.json"):
-                with contextlib.suppress(ValueError):
-                    doc = json.loads(r.read_text())
-                    if doc["status"] == "running" and doc["totals"]["rendered"] >= 1:
-                        return True
-            return False
-
-        wait_for(rendering, 240, "alpha rendering")
+        # alpha's render has a finished shot: its handler is in
+        wait_for(lambda: rendering(store, "alpha"), 240, "alpha rendering")
         os.kill(os.getpid(), signal.SIGINT)
 
     t = threading.Thread(target=interrupt, daemon=True)

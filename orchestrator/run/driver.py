@@ -358,11 +358,11 @@ class Scheduler:
         queued = self.depth > 1 and any(len(w.calls) > 1 for w in usable)
         if queued and any(not w.calls and w.id not in self._reserved for w in usable):
             self._steal(ready, usable, now)
-        if ready and self.pool.open(self.depth):
+        if ready:
             for level in range(self.depth):
                 if not ready:
                     break
-                slots = [w for w in self.pool.open(self.depth)
+                slots = [w for w in usable
                          if len(w.calls) == level and w.id not in self._reserved]
                 if level:
                     slots = [w for w in slots if not self._awaits_dependent(w, ready)]
@@ -440,9 +440,12 @@ class Scheduler:
     def _take_back(self, w: Worker, tid: str) -> Call | None:
         for c in w.calls[1:]:
             if c.task == tid and c.recalling is None:
-                self._inflight[self.pool.recall(w, c)] = ("recall", w, c)
+                self._recall(w, c)
                 return c
         return None
+
+    def _recall(self, w: Worker, c: Call) -> None:
+        self._inflight[self.pool.recall(w, c)] = ("recall", w, c)
 
     def _steal(self, ready: list[policy.Ready], usable: list[Worker], now: float) -> None:
         for idle, wid, tid in policy.steals(
@@ -467,7 +470,7 @@ class Scheduler:
         when its running task ends."""
         for c in w.calls[1:]:
             if c.recalling is None and not c.started:
-                self._inflight[self.pool.recall(w, c)] = ("recall", w, c)
+                self._recall(w, c)
 
     def _reprioritize(self) -> None:
         """Refine estimates from measured seconds per frame, then re-order the ready queue."""
@@ -592,23 +595,13 @@ class Scheduler:
             if kind == "recall":
                 if self.pool.recalled(w, call):
                     self._given_back(call)
-            else:
-                self._call_ended(w, call)
+            else:  # the loop waits on each worker's first call only
+                self._rendered(w, call)
             return
         for w in self.pool.starting():
             if w.ready_ref == ref:
                 self._came_up(w)
                 return
-
-    def _call_ended(self, w: Worker, call: Call) -> None:
-        """A render call returned. The actor runs its calls in order, so every call before it
-        has ended too, unless it is one the actor gave back unstarted (it returns at once)."""
-        if w.calls[0] is not call and _result(call.ref) is None:
-            self.pool.drop(w, call)
-            self._given_back(call)
-            return
-        while w.id in self.workers and call in w.calls:
-            self._rendered(w, w.calls[0])
 
     def _given_back(self, call: Call) -> None:
         """A queued task its actor gave back unstarted: ready again, for another worker."""
@@ -779,12 +772,3 @@ class Scheduler:
             for x in (b, *shared):
                 self.progress.branch_finished(self, x)
 
-
-def _result(ref: Any) -> Any:
-    """A finished call's value; the exception it raised, as a value."""
-    import ray
-
-    try:
-        return ray.get(ref)
-    except Exception as err:  # noqa: BLE001 - the caller only asks whether it is None
-        return err

@@ -290,11 +290,6 @@ class WorkerPool:
     def idle(self) -> list[Worker]:
         return [w for w in self.usable() if not w.calls]
 
-    def open(self, depth: int) -> list[Worker]:
-        """Usable workers with fewer than ``depth`` calls: a task sent to one starts when the
-        calls before it end."""
-        return [w for w in self.usable() if len(w.calls) < depth]
-
     def busy(self) -> list[Worker]:
         return [w for w in self.workers.values() if w.calls]
 
